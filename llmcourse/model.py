@@ -1,0 +1,331 @@
+"""Chapter 4: the GPT model, one building block at a time.
+
+Read top to bottom in the order the chapter builds it: the configuration and its
+GPT-2 presets, layer normalisation, GELU, the feed-forward network, the
+transformer block, and the model itself, then the next-token loss it is trained
+with. Attention comes from chapter 3 (``attention.py``).
+
+    token ids (B, T)
+      -> token embedding + position embedding        (B, T, d)
+      -> n_layers x TransformerBlock                 (B, T, d)
+      -> final LayerNorm -> output head              (B, T, vocab_size) logits
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import KVCache, MultiHeadAttention, causal_mask
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Pick where the model runs: ``"auto"`` (or None) takes CUDA, then Apple's MPS, then the CPU."""
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Chapter 4: every size of a GPT model in one place.
+
+    The defaults are GPT-2 small (124M parameters). ``ff_dim`` defaults to
+    4 * emb_dim, as in GPT-2 and the 2017 transformer.
+    """
+
+    vocab_size: int = 50257
+    context_length: int = 1024
+    emb_dim: int = 768
+    n_heads: int = 12
+    n_layers: int = 12
+    drop_rate: float = 0.1
+    qkv_bias: bool = True
+    ff_dim: int | None = None
+    layer_norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+
+    def __post_init__(self):
+        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
+        if self.emb_dim % self.n_heads:
+            raise ValueError(
+                f"GPTConfig.emb_dim ({self.emb_dim}) must be divisible by n_heads "
+                f"({self.n_heads}): each head gets emb_dim // n_heads channels"
+            )
+        if not 0.0 <= self.drop_rate < 1.0:
+            raise ValueError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate!r}")
+        if self.ff_dim is None:
+            object.__setattr__(self, "ff_dim", 4 * self.emb_dim)
+        elif not isinstance(self.ff_dim, int) or self.ff_dim < 1:
+            raise ValueError(f"GPTConfig.ff_dim must be a positive int, got {self.ff_dim!r}")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> GPTConfig:
+        """A GPT-2 size by name (see ``PRESETS``), optionally changed, e.g. ``context_length=256``."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return replace(PRESETS[name], **overrides)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GPTConfig:
+        """Rebuild a config saved with ``to_dict``; unknown fields are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown GPTConfig fields {unknown}; expected some of {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS = {
+    "gpt2-small": GPTConfig(emb_dim=768, n_layers=12, n_heads=12),  # 124M
+    "gpt2-medium": GPTConfig(emb_dim=1024, n_layers=24, n_heads=16),  # 355M
+    "gpt2-large": GPTConfig(emb_dim=1280, n_layers=36, n_heads=20),  # 774M
+    "gpt2-xl": GPTConfig(emb_dim=1600, n_layers=48, n_heads=25),  # 1558M
+}
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    tied: int  # output head shares the token embedding matrix (GPT-2)
+    untied: int  # output head has its own vocab_size x emb_dim matrix
+
+
+def parameter_count(config: GPTConfig) -> ParameterCount:
+    """Chapter 1: how many numbers a GPT of this size learns, counted from its shapes.
+
+    Per block: attention 4 d^2 + 4 d (qkv and output projection), feed-forward
+    2 d f + f + d, two layer norms 4 d. Plus embeddings and the final norm.
+    GPT-3 (d = 12288, 96 layers, f = 4d) comes out at 175B.
+    """
+    d, f, V = config.emb_dim, config.ff_dim, config.vocab_size
+    attn = d * 3 * d + (3 * d if config.qkv_bias else 0) + d * d + d
+    ff = d * f + f + f * d + d
+    block = attn + ff + 2 * 2 * d
+    tied = V * d + config.context_length * d + config.n_layers * block + 2 * d
+    return ParameterCount(tied=tied, untied=tied + V * d)
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Chapter 4: layer normalisation written out (the lesson version of ``LayerNorm``).
+
+    Each token's vector is shifted to mean 0 and scaled to variance 1 over its
+    channels (the last dim), then scaled and shifted by learned weight and bias.
+    The variance is the population one (divide by d, ``unbiased=False``), as in GPT-2.
+    """
+    mean = x.mean(dim=-1, keepdim=True)
+    var = x.var(dim=-1, keepdim=True, unbiased=False)
+    return weight * (x - mean) / torch.sqrt(var + eps) + bias
+
+
+class LayerNorm(nn.Module):
+    """Chapter 4: ``layer_norm`` with learned weight and bias, on PyTorch's fused kernel."""
+
+    def __init__(self, emb_dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(emb_dim))
+        self.bias = nn.Parameter(torch.zeros(emb_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """Chapter 4: GELU in GPT-2's tanh form, written out (the lesson version of ``GELU``).
+
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): close to ReLU for large |x|,
+    but smooth, and slightly negative for small negative x.
+    """
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
+
+
+class GELU(nn.Module):
+    """Chapter 4: ``gelu`` as a layer, on PyTorch's fused kernel (same formula)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(x, approximate="tanh")
+
+
+class FeedForward(nn.Module):
+    """Chapter 4: the position-wise feed-forward network, d -> ff_dim -> d, GELU between.
+
+    It acts on every token on its own; attention is where tokens meet.
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.emb_dim, config.ff_dim)
+        self.act = GELU()
+        self.fc2 = nn.Linear(config.ff_dim, config.emb_dim)
+        self.dropout = nn.Dropout(config.drop_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc2(self.act(self.fc1(x))))
+
+
+class TransformerBlock(nn.Module):
+    """Chapter 4: attention and feed-forward, each with a pre-LayerNorm and a shortcut.
+
+    x + attn(norm1(x)), then x + ff(norm2(x)): the shortcuts let gradients reach early
+    layers unchanged, which is what makes deep stacks trainable.
+    """
+
+    def __init__(self, config: GPTConfig, fast_attention: bool = True):
+        super().__init__()
+        self.norm1 = LayerNorm(config.emb_dim, config.layer_norm_eps)
+        self.attn = MultiHeadAttention(config, fast=fast_attention)
+        self.norm2 = LayerNorm(config.emb_dim, config.layer_norm_eps)
+        self.ff = FeedForward(config)
+
+    def forward(self, x, mask=None, cache=None, layer=0, return_weights=False):
+        attn_out, weights = self.attn(self.norm1(x), mask, cache, layer, return_weights)
+        x = x + attn_out
+        x = x + self.ff(self.norm2(x))
+        return x, weights
+
+
+class GPT(nn.Module):
+    """Chapter 4: the decoder-only transformer that predicts the next token.
+
+    ``model(idx)`` maps token ids (B, T) to logits (B, T, vocab_size): row t scores
+    every possible token that could follow idx[:, :t + 1].
+    """
+
+    def __init__(self, config: GPTConfig, device: str | torch.device | None = None,
+                 fast_attention: bool = True):
+        super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"GPT expects a GPTConfig, got {type(config).__name__}")
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.emb_dim)
+        self.pos_emb = nn.Embedding(config.context_length, config.emb_dim)
+        self.drop_emb = nn.Dropout(config.drop_rate)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(config, fast_attention) for _ in range(config.n_layers)
+        )
+        self.final_norm = LayerNorm(config.emb_dim, config.layer_norm_eps)
+        self.out_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            # GPT-2 reuses the token embedding as the output matrix: 38M fewer parameters.
+            self.out_head.weight = self.tok_emb.weight
+        self.apply(self._init_weights)
+        # GPT-2's scaled init: each residual branch adds to x, so shrink the last
+        # projection of each branch by 1/sqrt(2 * n_layers) to keep x's variance steady.
+        for block in self.blocks:
+            for proj in (block.attn.out_proj, block.ff.fc2):
+                nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
+        if device is not None:
+            self.to(resolve_device(device))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    @property
+    def device(self) -> torch.device:
+        return self.tok_emb.weight.device
+
+    def num_parameters(self) -> int:
+        """Parameters actually stored (a tied matrix counts once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def _check_input(self, idx: torch.Tensor, past: int) -> None:
+        if not isinstance(idx, torch.Tensor):
+            raise TypeError(f"GPT expects token ids as a torch.Tensor, got {type(idx).__name__}")
+        if idx.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"GPT expects integer token ids (torch.long), got dtype {idx.dtype}")
+        if idx.dim() != 2:
+            raise ValueError(
+                f"GPT expects token ids of shape (batch, seq_len), got shape {tuple(idx.shape)}"
+            )
+        if idx.size(1) == 0:
+            raise ValueError("GPT got an empty sequence (seq_len 0)")
+        if past + idx.size(1) > self.config.context_length:
+            raise ValueError(
+                f"sequence of {past + idx.size(1)} tokens is longer than the model's "
+                f"context_length {self.config.context_length}"
+            )
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= self.config.vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"token id {bad} is out of range [0, {self.config.vocab_size})")
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        cache: KVCache | None = None,
+        padding_mask: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ):
+        """idx: (B, T) token ids.  Returns logits (B, T, vocab_size), or
+        (logits, [attention weights (B, H, T, T) per layer]) when ``return_attention``.
+
+        cache: a ``KVCache`` holding earlier tokens (generation, chapter 4); idx then
+        holds only the new tokens.  padding_mask: (B, cached + T), True/1 for real
+        tokens and False/0 for left padding, so prompts of different lengths can share
+        a batch; positions then count real tokens only.
+        """
+        past = cache.length if cache is not None else 0
+        if not torch.compiler.is_compiling():
+            self._check_input(idx, past)
+        B, T = idx.shape
+
+        mask = None
+        if padding_mask is None:
+            pos = torch.arange(past, past + T, device=idx.device)  # (T,)
+        else:
+            if padding_mask.shape != (B, past + T):
+                raise ValueError(
+                    f"padding_mask must have shape (batch, cached + new tokens) = "
+                    f"{(B, past + T)}, got {tuple(padding_mask.shape)}"
+                )
+            real = padding_mask.to(device=idx.device, dtype=torch.bool)
+            pos_q = torch.arange(past, past + T, device=idx.device)  # absolute slots of the queries
+            pos = (real.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (B, T)
+            allowed = causal_mask(T, idx.device, past) & real[:, None, :]  # (B, T, past+T)
+            # A padding query sees no real key; let it see itself so its softmax is defined.
+            own = torch.arange(past + T, device=idx.device) == pos_q[:, None]  # (T, past+T)
+            allowed = allowed | own
+            mask = allowed[:, None]  # (B, 1, T, past+T), broadcast over heads
+
+        x = self.drop_emb(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, d)
+        maps = []
+        for i, block in enumerate(self.blocks):
+            x, weights = block(x, mask, cache, i, return_attention)
+            maps.append(weights)
+        if cache is not None:
+            cache.advance(T)
+        logits = self.out_head(self.final_norm(x))  # (B, T, vocab_size)
+        return (logits, maps) if return_attention else logits
+
+
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Chapter 4: the pretraining objective, cross-entropy of the next token.
+
+    logits (B, T, V), targets (B, T) where targets[:, t] is the token after
+    inputs[:, t]. Averaging -log p(target) over every position of the batch is
+    maximum likelihood on next tokens. Positions whose target is ``ignore_index``
+    (padding, or prompts in instruction tuning, chapter 5) do not count.
+    """
+    if logits.shape[:-1] != targets.shape:
+        raise ValueError(
+            f"logits of shape {tuple(logits.shape)} need targets of shape "
+            f"{tuple(logits.shape[:-1])}, got {tuple(targets.shape)}"
+        )
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=ignore_index)
