@@ -221,3 +221,15 @@ def load_model(folder: str | os.PathLike, device: str | torch.device | None = "a
         state["out_head.weight"] = state["tok_emb.weight"]
     model.load_state_dict(state)
     return model.to(resolve_device(device)).eval()
+
+
+def load_gpt(folder: str | os.PathLike, device: str | torch.device | None = "auto") -> GPT:
+    """Load either kind of model folder: one written by ``save_model`` (or a training
+    checkpoint) or a Hugging Face GPT-2 ``save_pretrained`` folder, told apart by
+    their ``config.json``."""
+    config_path = Path(folder) / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"expected a model folder with config.json, got {folder}")
+    if "n_embd" in json.loads(config_path.read_text()):  # Hugging Face's GPT-2 field names
+        return load_hf_gpt2(folder, device)
+    return load_model(folder, device)
