@@ -156,10 +156,10 @@ def fetch(name: str) -> Path:
     try:
         _download(name, cached)
     except OSError as exc:  # urllib's URLError and timeouts are OSErrors
-        looked = [str(local_dir / name)] if local_dir is not None else ["no LLMCOURSE_DATA_DIR set"]
+        looked = f"{local_dir / name} and {cached}" if local_dir else f"{cached} (LLMCOURSE_DATA_DIR is not set)"
         raise FileNotFoundError(
             f"could not get data file {name!r}.\n"
-            f"  looked in: {looked[0]} and {cached}\n"
+            f"  looked in: {looked}\n"
             f"  download from {DATA_FILES[name].url} failed: {exc}\n"
             f"Offline? Put a copy of {name} in a folder and set LLMCOURSE_DATA_DIR to that folder."
         ) from exc
@@ -176,7 +176,7 @@ def _download(name: str, target: Path) -> None:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(entry.url, timeout=60) as response:
             shutil.copyfileobj(response, out)
         if entry.zip_member is not None:
-            _extract_in_place(Path(tmp), entry.zip_member)
+            _extract_in_place(Path(tmp), name)
         _verify(Path(tmp), name)
         os.replace(tmp, target)
     except BaseException:
@@ -184,10 +184,14 @@ def _download(name: str, target: Path) -> None:
         raise
 
 
-def _extract_in_place(path: Path, member: str) -> None:
-    """Replace the zip archive at ``path`` by its member ``member``."""
-    with zipfile.ZipFile(path) as archive:
-        data = archive.read(member)
+def _extract_in_place(path: Path, name: str) -> None:
+    """Replace the downloaded zip archive at ``path`` by the member that is data file ``name``."""
+    entry = DATA_FILES[name]
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = archive.read(entry.zip_member)
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise ValueError(f"{name}: the download from {entry.url} is not a zip archive holding {entry.zip_member}: {exc}") from exc
     path.write_bytes(data)
 
 

@@ -153,13 +153,15 @@ class BPETokenizer:
         """
         _check_text(text)
         special_tokens = list(special_tokens)
-        n_merges = vocab_size - 256 - len(special_tokens)
-        if not isinstance(vocab_size, int) or n_merges < 0:
+        if not all(isinstance(s, str) and s for s in special_tokens) or len(set(special_tokens)) < len(special_tokens):
+            raise ValueError(f"special_tokens must be distinct non-empty strs, got {special_tokens!r}")
+        smallest = 256 + len(special_tokens)
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < smallest:
             raise ValueError(
                 f"vocab_size must be an int of at least 256 (one per byte) + "
-                f"{len(special_tokens)} (special tokens) = {256 + len(special_tokens)}, "
-                f"got {vocab_size!r}"
+                f"{len(special_tokens)} (special tokens) = {smallest}, got {vocab_size!r}"
             )
+        n_merges = vocab_size - smallest
         chunk_counts = Counter(_SPLIT_RE.findall(text))
         words = {tuple(chunk.encode("utf-8")): n for chunk, n in chunk_counts.items()}
         vocab = [bytes([b]) for b in range(256)]
