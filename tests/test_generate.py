@@ -1,0 +1,152 @@
+"""Chapters 2 and 4: sampling rules and the generation loop, with and without the KV cache."""
+import math
+
+import pytest
+import torch
+
+from llmcourse.generate import (
+    generate,
+    sample_next_token,
+    softmax_with_temperature,
+    top_k_filter,
+    top_p_filter,
+)
+
+transformers = pytest.importorskip("transformers")
+
+NEG_INF = float("-inf")
+
+
+def test_temperature_hand_example():
+    logits = torch.tensor([math.log(1.0), math.log(3.0)])
+    torch.testing.assert_close(softmax_with_temperature(logits, 1.0), torch.tensor([0.25, 0.75]))
+    # T = 0.5 squares the odds: 1 : 9
+    torch.testing.assert_close(softmax_with_temperature(logits, 0.5), torch.tensor([0.1, 0.9]))
+    with pytest.raises(ValueError, match="temperature"):
+        softmax_with_temperature(logits, 0.0)
+
+
+def test_top_k_hand_example():
+    logits = torch.tensor([[1.0, 4.0, 3.0, 2.0]])
+    expected = torch.tensor([[NEG_INF, 4.0, 3.0, NEG_INF]])
+    assert torch.equal(top_k_filter(logits, 2), expected)
+    assert torch.equal(top_k_filter(logits, 10), logits)
+    with pytest.raises(ValueError, match="top_k"):
+        top_k_filter(logits, 0)
+
+
+def test_top_p_hand_example():
+    probs = torch.tensor([0.1, 0.5, 0.15, 0.25])
+    logits = probs.log()
+    # sorted: 0.5, 0.25, 0.15, 0.1; p = 0.7 needs 0.5 + 0.25 = 0.75 -> keep two
+    kept = top_p_filter(logits, 0.7)
+    assert torch.isinf(kept).tolist() == [True, False, True, False]
+    # p = 0.75 exactly: 0.5 + 0.25 reaches it, so still two tokens
+    assert torch.isinf(top_p_filter(logits, 0.75 - 1e-6)).tolist() == [True, False, True, False]
+    # tiny p keeps only the most likely token; p = 1 keeps all
+    assert (~torch.isinf(top_p_filter(logits, 1e-9))).sum() == 1
+    assert not torch.isinf(top_p_filter(logits, 1.0)).any()
+
+
+def test_top_p_matches_transformers_warper():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 50) * 3
+    for p in (0.1, 0.5, 0.9):
+        ref = transformers.TopPLogitsWarper(top_p=p)(None, logits.clone())
+        assert torch.equal(torch.isinf(top_p_filter(logits, p)), torch.isinf(ref)), p
+
+
+def test_sample_next_token_greedy_and_seeded():
+    logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 0.0]])
+    assert sample_next_token(logits).tolist() == [1, 0]
+    a = sample_next_token(logits, temperature=1.5, generator=torch.Generator().manual_seed(7))
+    b = sample_next_token(logits, temperature=1.5, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+    # top_k=1 makes sampling greedy whatever the temperature
+    many = torch.stack([sample_next_token(logits, 5.0, top_k=1) for _ in range(20)])
+    assert (many == torch.tensor([1, 0])).all()
+
+
+def hf_and_ours(seed=0, **kw):
+    torch.manual_seed(seed)
+    cfg = dict(n_embd=32, n_layer=2, n_head=4, n_positions=64, vocab_size=97)
+    cfg.update(kw)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**cfg)).eval()
+    with torch.no_grad():  # larger weights than the 0.02 init, so logits are far from ties
+        for p in hf.parameters():
+            p.mul_(5.0)
+    import tempfile
+
+    from llmcourse.weights import load_hf_gpt2
+    with tempfile.TemporaryDirectory() as d:
+        hf.save_pretrained(d)
+        ours = load_hf_gpt2(d, device="cpu")
+    return hf, ours
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_greedy_equals_transformers_generate(seed):
+    hf, ours = hf_and_ours(seed)
+    prompt = torch.randint(0, 97, (3, 6), generator=torch.Generator().manual_seed(seed))
+    expected = hf.generate(prompt, max_new_tokens=40, do_sample=False, eos_token_id=None, pad_token_id=0)
+    for use_cache in (True, False):
+        got = generate(ours, prompt, 40, use_cache=use_cache)
+        assert torch.equal(got, expected), f"use_cache={use_cache}"
+
+
+def test_left_padded_batch_equals_transformers_and_single_prompts():
+    hf, ours = hf_and_ours(3)
+    prompt = torch.randint(1, 97, (2, 7), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, :3] = 0  # row 1 is a 4-token prompt, left-padded
+    expected = hf.generate(prompt, attention_mask=mask, max_new_tokens=15, do_sample=False,
+                           eos_token_id=None, pad_token_id=0)
+    for use_cache in (True, False):
+        got = generate(ours, prompt, 15, padding_mask=mask, use_cache=use_cache)
+        assert torch.equal(got, expected), f"use_cache={use_cache}"
+    alone = generate(ours, prompt[1:, 3:], 15)
+    assert torch.equal(alone[0], got[1, 3:])
+
+
+def test_sampling_cached_equals_uncached():
+    _, ours = hf_and_ours(4)
+    prompt = torch.randint(0, 97, (2, 5), generator=torch.Generator().manual_seed(4))
+    kw = dict(temperature=0.9, top_k=20, top_p=0.9)
+    a = generate(ours, prompt, 30, generator=torch.Generator().manual_seed(11), use_cache=True, **kw)
+    b = generate(ours, prompt, 30, generator=torch.Generator().manual_seed(11), use_cache=False, **kw)
+    assert torch.equal(a, b)
+
+
+def test_stops_at_eos_and_pads_finished_rows():
+    _, ours = hf_and_ours(5)
+    prompt = torch.randint(0, 97, (2, 4), generator=torch.Generator().manual_seed(5))
+    free = generate(ours, prompt, 20)
+    eos = free[0, 6].item()  # the third token row 0 generates
+    out = generate(ours, prompt, 20, eos_id=eos)
+    first_eos = [row[4:].tolist().index(eos) if eos in row[4:].tolist() else None for row in out]
+    assert first_eos[0] is not None and first_eos[0] <= 2
+    for row, pos in zip(out, first_eos):
+        if pos is not None:
+            assert (row[4 + pos:] == eos).all(), "tokens after end-of-text must stay end-of-text"
+    if all(p is not None for p in first_eos):
+        assert out.size(1) < 24, "generation should stop once every row has finished"
+
+
+def test_longer_than_context_crops_without_cache():
+    _, ours = hf_and_ours(6, n_positions=16)
+    prompt = torch.randint(0, 97, (1, 10))
+    out = generate(ours, prompt, 12)  # 22 > 16 tokens: sliding window
+    assert out.shape == (1, 22)
+    with torch.no_grad():
+        last = ours(out[:, 5:21])[:, -1].argmax(-1)
+    assert out[0, 21] == last[0]
+
+
+def test_generate_input_errors():
+    _, ours = hf_and_ours(7)
+    with pytest.raises(ValueError, match=r"shape \(batch, seq_len\)"):
+        generate(ours, torch.tensor([1, 2, 3]), 5)
+    with pytest.raises(ValueError, match="out of range"):
+        generate(ours, torch.tensor([[1, 2, 500]]), 5)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(ours, torch.tensor([[1, 2]]), -1)

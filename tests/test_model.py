@@ -1,0 +1,174 @@
+"""Chapter 4 (and the chapter 1 parameter count): the GPT model's parts."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llmcourse.model import (
+    GELU,
+    GPT,
+    PRESETS,
+    GPTConfig,
+    LayerNorm,
+    gelu,
+    layer_norm,
+    next_token_loss,
+    parameter_count,
+    resolve_device,
+)
+
+
+def tiny(**kw):
+    base = dict(vocab_size=101, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
+    return GPTConfig(**{**base, **kw})
+
+
+# Published sizes: GPT-2's paper rounds them to 117M/345M/762M/1542M (untied output
+# counted once); Hugging Face's GPT2LMHeadModel.num_parameters() gives these exact numbers.
+@pytest.mark.parametrize("name, tied", [
+    ("gpt2-small", 124_439_808),
+    ("gpt2-medium", 354_823_168),
+    ("gpt2-large", 774_030_080),
+    ("gpt2-xl", 1_557_611_200),
+])
+def test_preset_parameter_counts(name, tied):
+    cfg = PRESETS[name]
+    count = parameter_count(cfg)
+    assert count.tied == tied
+    assert count.untied == tied + cfg.vocab_size * cfg.emb_dim
+    with torch.device("meta"):  # shapes only, no memory
+        model = GPT(cfg)
+    assert model.num_parameters() == tied
+
+
+def test_parameter_count_matches_transformers_for_odd_configs():
+    transformers = pytest.importorskip("transformers")
+    for kw in [dict(), dict(ff_dim=40, tie_embeddings=False)]:
+        cfg = tiny(**kw)
+        hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+            vocab_size=cfg.vocab_size, n_positions=cfg.context_length, n_embd=cfg.emb_dim,
+            n_layer=cfg.n_layers, n_head=cfg.n_heads, n_inner=kw.get("ff_dim"),
+            tie_word_embeddings=cfg.tie_embeddings))
+        expected = sum(p.numel() for p in hf.parameters())
+        got = parameter_count(cfg)
+        assert (got.tied if cfg.tie_embeddings else got.untied) == expected
+        assert GPT(cfg).num_parameters() == expected
+
+
+def test_gpt3_is_175b():
+    gpt3 = GPTConfig(vocab_size=50257, context_length=2048, emb_dim=12288, n_heads=96, n_layers=96)
+    assert round(parameter_count(gpt3).tied / 1e9) == 175
+
+
+def test_layer_norm_lesson_matches_torch():
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 16) * 4 + 2
+    w, b = torch.randn(16), torch.randn(16)
+    ref = F.layer_norm(x, (16,), w, b, 1e-5)
+    torch.testing.assert_close(layer_norm(x, w, b), ref, rtol=1e-5, atol=1e-5)
+    ln = LayerNorm(16)
+    with torch.no_grad():
+        ln.weight.copy_(w)
+        ln.bias.copy_(b)
+    torch.testing.assert_close(ln(x), ref, rtol=0, atol=0)
+    # unit variance uses the population variance (divide by d, not d - 1)
+    out = layer_norm(x, torch.ones(16), torch.zeros(16))
+    torch.testing.assert_close(out.var(-1, unbiased=False), torch.ones(3, 5), rtol=1e-3, atol=1e-3)
+
+
+def test_gelu_lesson_matches_torch_and_reference_points():
+    x = torch.linspace(-6, 6, 101)
+    torch.testing.assert_close(gelu(x), F.gelu(x, approximate="tanh"), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(GELU()(x), gelu(x), rtol=1e-6, atol=1e-6)
+    # GELU(1) with the tanh approximation, computed by hand
+    expected = 0.5 * (1 + math.tanh(math.sqrt(2 / math.pi) * (1 + 0.044715)))
+    assert abs(gelu(torch.tensor(1.0)).item() - expected) < 1e-7
+
+
+def test_forward_shapes_and_attention_maps():
+    torch.manual_seed(0)
+    model = GPT(tiny()).eval()
+    idx = torch.randint(0, 101, (2, 9))
+    logits = model(idx)
+    assert logits.shape == (2, 9, 101)
+    logits2, maps = model(idx, return_attention=True)
+    torch.testing.assert_close(logits, logits2, rtol=1e-5, atol=1e-5)
+    assert len(maps) == 2 and maps[0].shape == (2, 4, 9, 9)
+
+
+def test_gpt_is_causal():
+    torch.manual_seed(0)
+    model = GPT(tiny()).eval()
+    idx = torch.randint(0, 101, (1, 12))
+    other = idx.clone()
+    other[0, 8:] = (other[0, 8:] + 1) % 101
+    torch.testing.assert_close(model(idx)[:, :8], model(other)[:, :8], rtol=0, atol=0)
+
+
+def test_weight_tying():
+    model = GPT(tiny())
+    assert model.out_head.weight is model.tok_emb.weight
+    untied = GPT(tiny(tie_embeddings=False))
+    assert untied.out_head.weight is not untied.tok_emb.weight
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(emb_dim=30, n_heads=4), "divisible by n_heads"),
+    (dict(n_layers=0), "n_layers must be a positive int"),
+    (dict(drop_rate=1.5), "drop_rate"),
+    (dict(vocab_size=2.5), "vocab_size"),
+])
+def test_config_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**kwargs)
+
+
+def test_presets_and_round_trip():
+    with pytest.raises(ValueError, match="unknown preset"):
+        GPTConfig.from_preset("gpt5")
+    cfg = GPTConfig.from_preset("gpt2-medium", context_length=256)
+    assert cfg.emb_dim == 1024 and cfg.context_length == 256 and cfg.ff_dim == 4096
+    assert GPTConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown GPTConfig fields"):
+        GPTConfig.from_dict({**cfg.to_dict(), "n_embd": 3})
+
+
+@pytest.mark.parametrize("idx, error, message", [
+    (torch.tensor([[1, 2, 101]]), ValueError, r"token id 101 is out of range \[0, 101\)"),
+    (torch.tensor([[-1, 2]]), ValueError, "token id -1"),
+    (torch.zeros(1, 17, dtype=torch.long), ValueError, "longer than the model's context_length 16"),
+    (torch.zeros(1, 3), TypeError, "integer token ids"),
+    (torch.zeros(3, dtype=torch.long), ValueError, r"shape \(batch, seq_len\)"),
+    ([[1, 2]], TypeError, "torch.Tensor"),
+])
+def test_forward_input_errors(idx, error, message):
+    model = GPT(tiny())
+    with pytest.raises(error, match=message):
+        model(idx)
+
+
+def test_gpt_rejects_non_config():
+    with pytest.raises(TypeError, match="GPTConfig"):
+        GPT({"emb_dim": 8})
+
+
+def test_next_token_loss():
+    logits = torch.zeros(1, 2, 4)  # uniform over 4 tokens: loss = log 4
+    targets = torch.tensor([[1, 3]])
+    assert abs(next_token_loss(logits, targets).item() - math.log(4)) < 1e-6
+    # ignored positions do not count
+    logits[0, 1, 3] = 10.0
+    assert abs(next_token_loss(logits, torch.tensor([[1, -100]])).item() - math.log(4)) < 1e-6
+    with pytest.raises(ValueError, match="targets of shape"):
+        next_token_loss(logits, torch.tensor([1, 3]))
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    auto = resolve_device("auto")
+    assert auto.type in {"cpu", "cuda", "mps"}
+    if not torch.cuda.is_available():
+        assert auto.type in {"cpu", "mps"}
+    model = GPT(tiny(), device="cpu")
+    assert model.device == torch.device("cpu")
