@@ -1,0 +1,404 @@
+"""The book site builds, and every page works offline in a real browser.
+
+The book is built once per run with ``scripts/build_book.sh`` (warnings, broken
+references and failing cells are errors there). The built site is then served on
+127.0.0.1 and every HTML page is opened in headless Chromium (Debian's, driven by
+Playwright; ``scripts/install_system_deps.sh`` installs it). A page fails on:
+
+- a console error or an uncaught page error;
+- any request to a host other than 127.0.0.1 (such requests are also aborted, as
+  they would be for a reader without internet);
+- a failed request or an HTTP error (a missing image, script or font);
+- an ``<img>`` that did not load (``naturalWidth == 0``);
+- math left unrendered (a ``.math`` element without MathJax output, a MathJax error,
+  or raw ``$$`` / ``\\(`` / ``\\[`` left in the text);
+- an embedded widget view that did not render;
+- a link to a local page or anchor that does not exist.
+
+A full-page screenshot of every content page goes to ``artifacts/screenshots/``.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import re
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urljoin, urlsplit
+
+import pytest
+from bs4 import BeautifulSoup
+
+REPO = Path(__file__).resolve().parents[1]
+BOOK = REPO / "book"
+SITE = BOOK / "_build" / "html"
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+# A cold build executes every chapter (each may take minutes); a cached one takes seconds.
+BUILD_TIMEOUT_S = 3600
+# Folders of the built site that hold assets, not pages.
+NOT_PAGES = {"_static", "_sources", "_images", "_downloads", "_sphinx_design_static"}
+# Sphinx's generated pages: checked in the browser, not screenshotted.
+GENERATED_PAGES = {"genindex.html", "search.html", "py-modindex.html"}
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("book")]
+
+
+# --------------------------------------------------------------------------- build
+
+
+@pytest.fixture(scope="module")
+def build() -> subprocess.CompletedProcess:
+    """Run scripts/build_book.sh once for this module, with this venv's bin/ on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / "build_book.sh")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
+    )
+
+
+def _build_log(proc: subprocess.CompletedProcess, tail: int = 60) -> str:
+    lines = (proc.stdout + "\n" + proc.stderr).splitlines()
+    return "\n".join(lines[-tail:])
+
+
+@pytest.fixture(scope="module")
+def site(build) -> Path:
+    """The built site folder; fails the dependent test if the build failed."""
+    if build.returncode != 0:
+        pytest.fail(f"book build failed (exit {build.returncode}); see test_book_builds:\n"
+                    f"{_build_log(build, 20)}")
+    return SITE
+
+
+def test_book_builds(build):
+    assert build.returncode == 0, (
+        f"scripts/build_book.sh failed with exit {build.returncode}:\n{_build_log(build)}")
+    assert (SITE / "index.html").is_file(), f"{SITE / 'index.html'} was not written"
+    assert "book/_build/html/index.html" in build.stdout, (
+        "build_book.sh must print where the site is")
+
+
+# ------------------------------------------------------------------ serve and browse
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
+        pass
+
+
+@pytest.fixture(scope="module")
+def base_url(site):
+    """The built site served on 127.0.0.1 at a free port (a thread, stopped at the end)."""
+    handler = functools.partial(_QuietHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/install_system_deps.sh (as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def _pages(site: Path) -> list[str]:
+    """Every HTML page of the site, as paths relative to it (POSIX)."""
+    pages = []
+    for path in sorted(site.rglob("*.html")):
+        rel = path.relative_to(site)
+        if rel.parts[0] not in NOT_PAGES and not rel.parts[0].startswith("."):
+            pages.append(rel.as_posix())
+    return pages
+
+
+def _redirect_target(path: Path) -> str | None:
+    """The URL a meta-refresh redirect page (such as index.html) points at, else None."""
+    soup = BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
+    meta = soup.find("meta", attrs={"http-equiv": re.compile("^refresh$", re.I)})
+    if meta is None:
+        return None
+    match = re.search(r"url=(.+)$", meta.get("content", ""), re.I)
+    return match.group(1).strip("'\" ") if match else ""
+
+
+@dataclass
+class Visit:
+    """What one page showed in the browser."""
+    problems: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)   # absolute hrefs of every <a href>
+    ids: set[str] = field(default_factory=set)       # element ids and <a name>s
+    counts: dict[str, int] = field(default_factory=dict)
+    screenshot: Path | None = None                   # where its screenshot should be
+
+
+_SETTLE_JS = """
+async () => {
+  // Lazy images would not load in a page that is never scrolled: load them all.
+  const imgs = [...document.images];
+  imgs.forEach(i => { i.loading = "eager"; });
+  await Promise.all(imgs.map(i => i.complete ? null : new Promise(r => {
+    i.addEventListener("load", r); i.addEventListener("error", r); })));
+  // MathJax 3 resolves startup.promise once the first typesetting pass is done.
+  if (document.querySelector(".math")) {
+    const t0 = Date.now();
+    while (!(window.MathJax && MathJax.startup && MathJax.startup.promise)) {
+      if (Date.now() - t0 > 20000) break;
+      await new Promise(r => setTimeout(r, 50));
+    }
+    if (window.MathJax && MathJax.startup && MathJax.startup.promise)
+      await MathJax.startup.promise;
+  }
+}
+"""
+
+_WIDGETS_RENDERED_JS = """
+() => [...document.querySelectorAll('script[type="%s"]')]
+        .every(s => s.parentElement.querySelector(".jupyter-widgets"))
+""" % WIDGET_VIEW
+
+_INSPECT_JS = """
+() => {
+  const out = {};
+  out.brokenImages = [...document.images].filter(i => i.naturalWidth === 0)
+      .map(i => i.getAttribute("src") || "(no src)");
+  const maths = [...document.querySelectorAll(".math")];
+  out.math = maths.length;
+  out.mathRendered = document.querySelectorAll("mjx-container").length;
+  out.unrenderedMath = maths.filter(m => !m.querySelector("mjx-container"))
+      .map(m => m.textContent.trim().slice(0, 80));
+  out.mathErrors = [...document.querySelectorAll("mjx-merror")]
+      .map(m => (m.getAttribute("data-mjx-error") || m.textContent).slice(0, 80));
+  // Raw TeX delimiters outside code mean the math was never recognised as math.
+  const main = document.querySelector("main") || document.body;
+  const clone = main.cloneNode(true);
+  clone.querySelectorAll("pre, code, script, style, mjx-container").forEach(e => e.remove());
+  const text = clone.textContent;
+  out.rawTex = ["$$", "\\\\(", "\\\\["].filter(d => text.includes(d));
+  const views = [...document.querySelectorAll('script[type="%s"]')];
+  out.widgets = views.length;
+  out.unrenderedWidgets = views.filter(s => !s.parentElement.querySelector(".jupyter-widgets"))
+      .map(s => { try { return JSON.parse(s.textContent).model_id; } catch (e) { return "?"; } });
+  out.widgetState = !!document.querySelector(
+      'script[type="application/vnd.jupyter.widget-state+json"]');
+  out.links = [...document.querySelectorAll("a[href]")].map(a => a.href);
+  out.ids = [...document.querySelectorAll("[id]")].map(e => e.id)
+      .concat([...document.querySelectorAll("a[name]")].map(e => e.getAttribute("name")));
+  return out;
+}
+""" % WIDGET_VIEW
+
+
+def _is_local(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("data", "blob", "about") or parts.hostname == "127.0.0.1"
+
+
+def _visit(context, base_url: str, rel: str, screenshot: bool) -> Visit:
+    visit = Visit()
+    problems = visit.problems
+    page = context.new_page()
+
+    def on_console(msg):
+        loc = msg.location or {}
+        # Chromium probes /favicon.ico by itself when a page declares no icon; that is
+        # not a request the page makes (the book has no favicon yet).
+        if msg.type == "error" and loc.get("url") != base_url + "favicon.ico":
+            where = f" [{loc.get('url', '')}:{loc.get('lineNumber', '')}]" if loc.get("url") else ""
+            problems.append(f"console error: {msg.text}{where}")
+
+    def on_request(request):
+        if not _is_local(request.url):
+            problems.append(f"request to another host: {request.url}")
+
+    def on_request_failed(request):
+        if _is_local(request.url):  # offsite ones were aborted on purpose, reported above
+            problems.append(f"failed request: {request.url} ({request.failure})")
+
+    def on_response(response):
+        if response.status >= 400:
+            problems.append(f"HTTP {response.status}: {response.url}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.on("request", on_request)
+    page.on("requestfailed", on_request_failed)
+    page.on("response", on_response)
+    try:
+        page.goto(base_url + rel, wait_until="load", timeout=60_000)
+        page.evaluate(_SETTLE_JS)
+        try:
+            page.wait_for_function(_WIDGETS_RENDERED_JS, timeout=20_000)
+        except Exception:  # reported below, with the models that did not render
+            pass
+        info = page.evaluate(_INSPECT_JS)
+        if screenshot:
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            visit.screenshot = SCREENSHOTS / (rel.removesuffix(".html").replace("/", "__") + ".png")
+            page.screenshot(path=str(visit.screenshot), full_page=True)
+    except Exception as exc:  # a timeout or a crash is a finding about this page
+        problems.append(f"could not load and inspect the page: {exc}")
+        return visit
+    finally:
+        page.close()
+
+    problems += [f"image did not load: {src}" for src in info["brokenImages"]]
+    problems += [f"math not rendered by MathJax: {tex!r}" for tex in info["unrenderedMath"]]
+    problems += [f"MathJax error: {err!r}" for err in info["mathErrors"]]
+    problems += [f"raw TeX delimiter {d!r} left in the page text" for d in info["rawTex"]]
+    if info["widgets"] and not info["widgetState"]:
+        problems.append("widget views but no embedded widget state "
+                        "(was the notebook executed with widget state stored?)")
+    problems += [f"widget view did not render (model {m})" for m in info["unrenderedWidgets"]]
+    visit.links = info["links"]
+    visit.ids = set(info["ids"])
+    visit.counts = {k: info[k] for k in ("math", "mathRendered", "widgets")}
+    return visit
+
+
+@pytest.fixture(scope="module")
+def visits(site, base_url, browser) -> dict[str, Visit]:
+    """Open every page of the site once; what each showed, by relative path."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    # A reader offline: nothing may leave 127.0.0.1 (requests are recorded per page).
+    context.route("**/*", lambda route: route.continue_() if _is_local(route.request.url)
+                  else route.abort("blockedbyclient"))
+    results = {}
+    for rel in _pages(site):
+        target = _redirect_target(site / rel)
+        if target is not None:  # index.html: a meta-refresh to the root page
+            visit = Visit(links=[urljoin(base_url + rel, target)])
+        else:
+            visit = _visit(context, base_url, rel, screenshot=rel not in GENERATED_PAGES)
+        results[rel] = visit
+    context.close()
+    return results
+
+
+def _report(findings: dict[str, list[str]]) -> str:
+    lines = []
+    for page, problems in sorted(findings.items()):
+        lines.append(f"{page}:")
+        lines += [f"  - {p}" for p in dict.fromkeys(problems)]  # de-duplicated, in order
+    return "\n".join(lines)
+
+
+def test_every_page_renders_offline(visits):
+    findings = {page: v.problems for page, v in visits.items() if v.problems}
+    assert not findings, "pages with problems:\n" + _report(findings)
+
+
+def test_site_exercises_math_figures_and_widgets(visits, site):
+    """The checks above must have something to check: the book has math, figures, widgets."""
+    totals = {k: sum(v.counts.get(k, 0) for v in visits.values())
+              for k in ("mathRendered", "widgets")}
+    figures = list((site / "_images").glob("*.png")) + list((site / "_images").glob("*.svg"))
+    missing = [what for what, n in (("rendered math", totals["mathRendered"]),
+                                    ("embedded widgets", totals["widgets"]),
+                                    ("figures in _images/", len(figures))) if n == 0]
+    assert not missing, f"the built book has no {', '.join(missing)}: the offline pipeline " \
+                        f"is not exercised (chapter 2 should have all three)"
+
+
+def test_chapter_screenshots_saved(visits):
+    chapters = [rel for rel in visits if re.match(r"ch\d", rel)]
+    assert chapters, "no chapter pages (ch<N>_*.html) in the built site"
+    missing = [rel for rel in chapters
+               if visits[rel].screenshot is None or not visits[rel].screenshot.is_file()]
+    assert not missing, f"no screenshot in {SCREENSHOTS} for: {missing}"
+
+
+def _resolve(url: str, base_url: str) -> tuple[Path, str] | None:
+    """The site file and fragment a local URL points at; None for external URLs."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not url.startswith(base_url):
+        return None
+    path = SITE / unquote(parts.path).lstrip("/")
+    if path.is_dir():
+        path = path / "index.html"
+    return path, unquote(parts.fragment)
+
+
+def test_internal_links_resolve(visits, base_url):
+    findings: dict[str, list[str]] = {}
+    for page, visit in visits.items():
+        for url in visit.links:
+            resolved = _resolve(url, base_url)
+            if resolved is None:
+                continue
+            path, fragment = resolved
+            shown = url.removeprefix(base_url)
+            if not path.is_file():
+                findings.setdefault(page, []).append(f"dead link {shown}: no such file")
+            elif fragment:
+                target = path.relative_to(SITE).as_posix()
+                ids = visits[target].ids if target in visits else None
+                if ids is None:
+                    findings.setdefault(page, []).append(
+                        f"link {shown}: anchor into a file that is not a page")
+                elif fragment not in ids:
+                    findings.setdefault(page, []).append(
+                        f"dead link {shown}: no anchor #{fragment} in {target}")
+    assert not findings, "dead internal links:\n" + _report(findings)
+
+
+# ------------------------------------------------------------------------- glossary
+
+_HANGUL = re.compile(r"[\uac00-\ud7a3]")
+
+
+def _article(path: Path) -> BeautifulSoup:
+    """The article body of a built page (no navigation, sidebars or footer)."""
+    soup = BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
+    return soup.find("article") or soup.find("main") or soup.body
+
+
+def test_glossary_entries_link_to_pages_using_the_term(site):
+    glossary = site / "glossary.html"
+    assert glossary.is_file(), "the book has no glossary page (book/glossary.md)"
+    article = _article(glossary)
+    entries = [(dt, dt.find_next_sibling("dd")) for dl in article.find_all("dl")
+               for dt in dl.find_all("dt", recursive=False)]
+    assert entries, "glossary.html has no definition list entries (term / : definition)"
+
+    problems = []
+    for dt, dd in entries:
+        label = " ".join(dt.get_text(" ", strip=True).split())
+        term = re.split(r"\s*\(", label, maxsplit=1)[0].strip()
+        if not _HANGUL.search(label):
+            problems.append(f"{label!r}: no Korean name; write it as 'term (한국어)'")
+        links = [a["href"] for a in (dd.find_all("a", href=True) if dd else [])
+                 if not urlsplit(a["href"]).scheme and not a["href"].startswith("#")]
+        if not links:
+            problems.append(f"{label!r}: no link to a page of the book")
+            continue
+        pattern = re.compile(rf"\b{re.escape(term)}(s|es)?\b", re.I)
+        for href in links:
+            target = (glossary.parent / unquote(urlsplit(href).path)).resolve()
+            if target == glossary.resolve():
+                problems.append(f"{label!r}: links to the glossary itself ({href})")
+            elif not target.is_file():
+                problems.append(f"{label!r}: link {href} points at no page")
+            elif not pattern.search(" ".join(_article(target).get_text(" ").split())):
+                problems.append(f"{label!r}: {href} does not mention {term!r}")
+    assert not problems, "glossary problems (glossary.html):\n" + "\n".join(
+        f"  - {p}" for p in problems)
