@@ -63,6 +63,97 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_to_finetune(args: argparse.Namespace):
+    """The pretrained model in --checkpoint, or a new one of size --config (default tiny)."""
+    from .model import GPT
+    from .train import model_config_from
+    from .weights import load_gpt
+
+    if args.checkpoint is not None:
+        if args.config is not None:
+            raise ValueError("give either --checkpoint (a pretrained model) or --config (a new one), not both")
+        return load_gpt(args.checkpoint, device=args.device)
+    return GPT(model_config_from(args.config or "tiny"), device=args.device)
+
+
+def _print_epoch(record: dict) -> None:
+    print(f"epoch {record['epoch']} (step {record['steps']}): train loss {record['train_loss']:.4f}, "
+          f"val loss {record['val_loss']:.4f}", flush=True)
+
+
+def cmd_finetune_classifier(args: argparse.Namespace) -> int:
+    import torch
+
+    from .finetune import (
+        add_classification_head, classification_accuracy, classification_loss, finetune,
+        freeze_for_finetuning, save_classifier, spam_dataloaders,
+    )
+    from .tokenizer import gpt2_tokenizer
+
+    torch.manual_seed(args.seed)
+    model = add_classification_head(_model_to_finetune(args), num_classes=2)
+    if args.trainable_blocks is not None:
+        freeze_for_finetuning(model, args.trainable_blocks)
+    loaders = spam_dataloaders(gpt2_tokenizer(), args.batch_size, args.max_length, model.config.context_length,
+                               args.seed, args.max_train_examples)
+    finetune(model, loaders["train"], classification_loss, args.epochs, args.lr, args.weight_decay,
+             val_loader=loaders["val"], max_steps=args.max_steps,
+             log=_print_epoch)
+    accuracy = {name: classification_accuracy(model, loader) for name, loader in loaders.items()}
+    print("accuracy: " + ", ".join(f"{name} {value:.3f}" for name, value in accuracy.items()))
+    save_classifier(model, args.out, max_length=loaders["train"].dataset.max_length)
+    print(f"saved the classifier to {args.out}")
+    return 0
+
+
+def cmd_finetune_instruct(args: argparse.Namespace) -> int:
+    import math
+
+    import torch
+
+    from .finetune import (
+        evaluate_loss, finetune, generate_responses, instruction_dataloader, instruction_loss,
+        instruction_splits, judge_responses, mean_rouge_l, save_responses,
+    )
+    from .lora import apply_lora, count_trainable_parameters, merge_lora
+    from .tokenizer import gpt2_tokenizer
+    from .weights import save_model
+
+    torch.manual_seed(args.seed)
+    model = _model_to_finetune(args)
+    if args.lora_rank:
+        apply_lora(model, rank=args.lora_rank, alpha=args.lora_alpha)
+        trainable, total = count_trainable_parameters(model)
+        print(f"LoRA: training {trainable:,} of {total:,} parameters")
+    tokenizer = gpt2_tokenizer()
+    splits = instruction_splits(args.seed)
+    splits["train"] = splits["train"][:args.max_train_examples]
+    splits["test"] = splits["test"][:args.max_test_examples]
+    loaders = {
+        name: instruction_dataloader(records, tokenizer, args.batch_size, shuffle=name == "train",
+                                     allowed_max_length=model.config.context_length,
+                                     mask_prompt=args.mask_prompt, seed=args.seed)
+        for name, records in splits.items()
+    }
+    finetune(model, loaders["train"], instruction_loss, args.epochs, args.lr, args.weight_decay,
+             val_loader=loaders["val"], max_steps=args.max_steps,
+             log=_print_epoch)
+    if args.lora_rank:
+        merge_lora(model)  # a plain GPT again, which save_model and generate expect
+    test_loss = evaluate_loss(model, loaders["test"], instruction_loss)
+    print(f"test loss {test_loss:.4f}, perplexity {math.exp(test_loss):.2f}")
+    responses = generate_responses(model, tokenizer, splits["test"], args.max_new_tokens, args.batch_size)
+    print(f"test ROUGE-L F1 (mean over {len(responses)} responses): {mean_rouge_l(responses):.4f}")
+    save_model(model, args.out)
+    save_responses(responses, args.out / "test-responses.json")
+    print(f"saved the model and {args.out / 'test-responses.json'}")
+    if args.judge:
+        scores = [s for s in judge_responses(responses, args.judge_url, args.judge_model) if s is not None]
+        print(f"judge ({args.judge_model}) mean score: {sum(scores) / max(len(scores), 1):.1f} "
+              f"over {len(scores)} scored responses")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pathlib import Path
 
@@ -104,6 +195,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other TrainConfig field, e.g. --set warmup_steps=50 (repeatable)")
     p.set_defaults(func=cmd_train)
+
+    def add_finetune_arguments(p, epochs, lr, batch_size):
+        p.add_argument("--checkpoint", type=Path, default=None,
+                       help="a pretrained model folder (ours or Hugging Face GPT-2); default: a new model")
+        p.add_argument("--config", default=None,
+                       help="size of the new model without --checkpoint: tiny (default), gpt2-small, ... or a JSON file")
+        p.add_argument("--out", type=Path, required=True, help="folder for the fine-tuned model")
+        p.add_argument("--epochs", type=int, default=epochs)
+        p.add_argument("--lr", type=float, default=lr)
+        p.add_argument("--weight-decay", type=float, default=0.1)
+        p.add_argument("--batch-size", type=int, default=batch_size)
+        p.add_argument("--max-steps", type=int, default=None, help="stop after this many updates")
+        p.add_argument("--max-train-examples", type=int, default=None, help="train on the first N examples only")
+        p.add_argument("--seed", type=int, default=123, help="data split, shuffling and new weights")
+        p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
+
+    p = sub.add_parser("finetune-classifier", help="fine-tune a GPT as an SMS spam classifier (chapter 5)")
+    add_finetune_arguments(p, epochs=5, lr=5e-5, batch_size=8)
+    p.add_argument("--trainable-blocks", type=int, default=None,
+                   help="freeze all but the last N blocks, final norm and head (the book: 1 with GPT-2); "
+                        "default: train everything")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="tokens per message (default: the longest training message, at most the context)")
+    p.set_defaults(func=cmd_finetune_classifier)
+
+    p = sub.add_parser("finetune-instruct", help="instruction fine-tune a GPT on instruction-data.json (chapter 5)")
+    add_finetune_arguments(p, epochs=2, lr=5e-5, batch_size=8)
+    p.add_argument("--max-test-examples", type=int, default=None, help="generate for the first N test records only")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="longest generated response")
+    p.add_argument("--mask-prompt", action="store_true", help="learn the responses only, not the prompts")
+    p.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank (0: full fine-tuning)")
+    p.add_argument("--lora-alpha", type=float, default=16.0)
+    p.add_argument("--judge", action="store_true", help="also score responses with a local Ollama-style model")
+    p.add_argument("--judge-url", default="http://localhost:11434/api/chat")
+    p.add_argument("--judge-model", default="llama3")
+    p.set_defaults(func=cmd_finetune_instruct)
 
     return parser
 
