@@ -110,7 +110,7 @@ def test_token_ids_are_cached_by_content(tmp_path):
 
 
 def test_loss_goes_down_on_the_verdict(tmp_path, verdict):
-    config = small_run(tmp_path, max_steps=30, eval_interval=30, eval_steps=4)
+    config = small_run(tmp_path, max_steps=30, lr=1e-2, min_lr=1e-3, warmup_steps=3, eval_interval=30, eval_steps=4)
     result = train(SMALL, config, verdict)
     losses = result.history["train_loss"]
     assert losses[0] == pytest.approx(math.log(50257), abs=0.3), "a fresh model should be near uniform"
@@ -314,8 +314,11 @@ def free_port() -> int:
 
 @pytest.mark.slow
 def test_ddp_two_processes_equal_one_process_with_the_global_batch(tmp_path, verdict):
-    model_config = GPTConfig(context_length=32, emb_dim=32, n_heads=2, n_layers=2, drop_rate=0.0)
-    settings = dict(max_steps=4, grad_accum_steps=2, eval_interval=2)
+    # No qkv bias: the key bias's true gradient is 0 (softmax ignores a shift shared by a row),
+    # so its computed gradient is rounding noise that Adam's normalisation blows up to +-lr,
+    # differently for any other summation order, DDP's or not.
+    model_config = GPTConfig(context_length=32, emb_dim=32, n_heads=2, n_layers=2, drop_rate=0.0, qkv_bias=False)
+    settings = dict(max_steps=4, grad_accum_steps=2, eval_interval=2, lr=1e-3, min_lr=1e-4)
     ddp_config = small_run(tmp_path, out_dir=str(tmp_path / "ddp"), **settings)
     arg = json.dumps([model_config.to_dict(), ddp_config.__dict__, [str(p) for p in verdict]])
     script = tmp_path / "ddp.py"
@@ -329,9 +332,18 @@ def test_ddp_two_processes_equal_one_process_with_the_global_batch(tmp_path, ver
     single = train(model_config, small_run(tmp_path, **settings), verdict)
     ddp_state = load_checkpoint(tmp_path / "ddp", model_config)
     ddp_weights, weights = ddp_state["model"].state_dict(), single.model.state_dict()
+    # Summing the batch in two halves rounds differently (~1e-7 relative). Adam divides by
+    # sqrt(v), so on the rare element whose gradient is nearly 0 that rounding changes the
+    # update by up to a percent of lr: a bound for every element, and a tight one for almost all.
+    n_loose, n_total = 0, 0
     for name in weights:
-        torch.testing.assert_close(ddp_weights[name], weights[name], rtol=0, atol=2e-6, msg=name)
+        diff = (ddp_weights[name] - weights[name]).abs()
+        assert diff.max() <= 1e-5, f"{name}: DDP and single-process weights differ by up to {diff.max():.2e}"
+        n_loose += int((diff > 1e-7).sum())
+        n_total += diff.numel()
+    assert n_loose <= n_total * 1e-4, f"{n_loose} of {n_total} weights differ by more than 1e-7"
     history = ddp_state["trainer_state"]["history"]
+    assert history["train_loss"][0] == pytest.approx(single.history["train_loss"][0], abs=1e-6), "same first batch"
     assert history["train_loss"] == pytest.approx(single.history["train_loss"], abs=1e-5)
     assert sorted(ddp_state["rng"]) == ["cpu.rank0", "cpu.rank1"]
 
