@@ -20,6 +20,13 @@ cd "$REPO"
 if ! command -v jupyter-book >/dev/null 2>&1 && [ -x "$REPO/.venv/bin/jupyter-book" ]; then
     export PATH="$REPO/.venv/bin:$PATH"
 fi
+# The book reads the course's data files through llmcourse.data.fetch. Where the
+# project's shared data folder sits beside the checkout (developers, CI), use it;
+# otherwise fetch downloads each file once into its cache and verifies its hash.
+if [ -z "${LLMCOURSE_DATA_DIR:-}" ] && [ -d "$REPO/../shared/data" ]; then
+    export LLMCOURSE_DATA_DIR="$(cd "$REPO/../shared/data" && pwd)"
+fi
+
 command -v jupyter-book >/dev/null 2>&1 || {
     echo "build_book.sh: jupyter-book not found; run 'make install' first" >&2; exit 1; }
 
