@@ -8,4 +8,44 @@ Each module follows one part of the book:
 * ``model``      chapter 4: the GPT model and its configuration
 * ``generate``   chapters 2 and 4: decoding (greedy, temperature, top-k, top-p), KV cache
 * ``weights``    chapter 4: loading GPT-2's public weights, saving checkpoints
+* ``train``      chapter 4: the pretraining loop, checkpoints, resume, DDP
+* ``finetune``   chapter 5: classification and instruction fine-tuning
+* ``lora``       chapter 5: low-rank adapters
 """
+from .attention import (
+    CausalAttention,
+    KVCache,
+    MultiHeadAttention,
+    causal_mask,
+    merge_heads,
+    scaled_dot_product_attention,
+    simplified_self_attention,
+    split_heads,
+)
+from .data import NextTokenDataset, create_dataloader, fetch, read_text
+from .generate import (
+    generate,
+    generate_text,
+    sample_next_token,
+    softmax_with_temperature,
+    top_k_filter,
+    top_p_filter,
+)
+from .model import (
+    GELU,
+    GPT,
+    PRESETS,
+    FeedForward,
+    GPTConfig,
+    LayerNorm,
+    TransformerBlock,
+    gelu,
+    layer_norm,
+    next_token_loss,
+    parameter_count,
+    resolve_device,
+)
+from .tokenizer import BPETokenizer, gpt2_tokenizer
+from .weights import load_gpt, load_hf_gpt2, load_model, save_model
+
+__version__ = "0.1.0"
