@@ -49,6 +49,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from safetensors import SafetensorError
+from torch.nn.parallel import DistributedDataParallel
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 from tqdm.auto import tqdm
@@ -294,6 +295,36 @@ def configure_optimizer(model: GPT, config: TrainConfig) -> torch.optim.AdamW:
     ]
     fused = config.fused_adamw and model.device.type in ("cuda", "cpu")
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=fused)
+
+
+def train_step(model, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               micro_batches, config: TrainConfig, amp: torch.dtype) -> torch.Tensor:
+    """Chapter 4: one optimizer step over ``config.grad_accum_steps`` micro-batches.
+
+    micro_batches yields (inputs, targets), (B, T) each. Gradients of the micro-batches
+    add up (each loss divided by their number, so the sum is the gradient of the mean),
+    then they are clipped to ``grad_clip`` and AdamW takes one step. ``model`` may be
+    wrapped in DDP. Returns the mean loss over the micro-batches (a 0-d tensor).
+    """
+    device = next(iter(optimizer.param_groups[0]["params"])).device
+    step_loss = torch.zeros((), device=device)
+    for micro, (x, y) in enumerate(micro_batches):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        # DDP averages gradients across ranks in backward; skip that on all but the last micro-step.
+        last = micro == config.grad_accum_steps - 1
+        with model.no_sync() if isinstance(model, DistributedDataParallel) and not last else nullcontext():
+            with torch.autocast(device.type, dtype=amp, enabled=amp != torch.float32):
+                loss = next_token_loss(model(x), y) / config.grad_accum_steps
+            scaler.scale(loss).backward()
+        step_loss += loss.detach()
+    if config.grad_clip > 0:
+        scaler.unscale_(optimizer)  # clip the true gradients, not fp16-scaled ones
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return step_loss
 
 
 def estimate_mfu(config: GPTConfig, tokens_per_second: float, peak_flops: float,
@@ -653,7 +684,7 @@ def train(model_config: GPTConfig | None, config: TrainConfig,
     if config.compile:
         model = torch.compile(model)
     if world_size > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
+        model = DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None)
 
     per_rank = config.batch_size // world_size
@@ -667,24 +698,9 @@ def train(model_config: GPTConfig | None, config: TrainConfig,
         for group in optimizer.param_groups:
             group["lr"] = lr
         started = time.perf_counter()
-        step_loss = torch.zeros((), device=device)
-        for micro in range(config.grad_accum_steps):
-            windows = order.next_batch()[rank * per_rank: (rank + 1) * per_rank]  # this rank's slice
-            x, y = (t.to(device, non_blocking=True) for t in train_set[windows])  # (B, T) each
-            # DDP averages gradients across ranks in backward; skip that on all but the last micro-step.
-            last = micro == config.grad_accum_steps - 1
-            with model.no_sync() if world_size > 1 and not last else nullcontext():
-                with torch.autocast(device.type, dtype=amp, enabled=amp != torch.float32):
-                    # Divided so the accumulated gradient is that of the mean over all micro-batches.
-                    loss = next_token_loss(model(x), y) / config.grad_accum_steps
-                scaler.scale(loss).backward()
-            step_loss += loss.detach()
-        if config.grad_clip > 0:
-            scaler.unscale_(optimizer)  # clip the true gradients, not fp16-scaled ones
-            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        micro_batches = (train_set[order.next_batch()[rank * per_rank: (rank + 1) * per_rank]]  # this rank's slice
+                         for _ in range(config.grad_accum_steps))
+        step_loss = train_step(model, optimizer, scaler, micro_batches, config, amp)
         if world_size > 1:  # the loss of the whole global batch (gloo has no AVG)
             dist.all_reduce(step_loss)
             step_loss /= world_size
