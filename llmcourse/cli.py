@@ -154,6 +154,29 @@ def cmd_finetune_instruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from .grading.grade import check_notebook, format_report
+
+    report = check_notebook(args.notebook, execute=False)
+    print(format_report(report))
+    return 0 if report.status == "graded" and report.score == report.max_score else 1
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from .grading.release import release
+
+    release(args.assignment, release_dir=args.release_dir)
+    return 0
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from .grading.grade import grade_assignment
+
+    grade_assignment(args.assignment, args.submitted, args.out, jobs=args.jobs, notebook=args.notebook)
+    print(f"gradebook, grades.csv, report.json, autograded/ and feedback/ in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pathlib import Path
 
@@ -231,6 +254,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--judge-url", default="http://localhost:11434/api/chat")
     p.add_argument("--judge-model", default="llama3")
     p.set_defaults(func=cmd_finetune_instruct)
+
+    p = sub.add_parser("check", help="student: grade one exercise notebook locally, as the grader would")
+    p.add_argument("notebook", type=Path, help="e.g. exercises/ch3/ch3.ipynb (your copy, same file name)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("release", help="instructor: generate exercises/ from solutions/ with nbgrader")
+    p.add_argument("assignment", nargs="?", default=None, help="e.g. ch3 (default: every assignment)")
+    p.add_argument("--release-dir", type=Path, default=None, help="default: exercises/ in the repository")
+    p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("grade", help="instructor: grade a whole class (gradebook, CSV, feedback HTML)")
+    p.add_argument("assignment", help="e.g. ch3")
+    p.add_argument("--submitted", type=Path, required=True,
+                   help="folder of submissions: <student>/<assignment>/<notebook>.ipynb")
+    p.add_argument("--out", type=Path, default=Path("grading"),
+                   help="gradebook.db, grades.csv, report.json, autograded/, feedback/ (default: grading)")
+    p.add_argument("--jobs", type=int, default=None, help="submissions graded in parallel (default: CPU count)")
+    p.add_argument("--notebook", default=None, help="notebook name, when the assignment has several")
+    p.set_defaults(func=cmd_grade)
 
     return parser
 

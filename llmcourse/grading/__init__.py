@@ -1,0 +1,60 @@
+"""Graded exercises: declarative checks, instant feedback in a notebook, trusted class grading.
+
+* ``check(check_id, fn)``: what a notebook's test cells call. It compares ``fn`` with
+  ``llmcourse`` on fresh random inputs in the student's own kernel and prints a report.
+  This is feedback only: a student's kernel cannot be trusted, so no score comes from it.
+* ``grade.grade_assignment`` / ``grade.check_notebook``: the trusted pipeline (see
+  ``README.md``), behind ``llmcourse grade`` and ``llmcourse check``.
+"""
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .checks import CheckResult
+
+__all__ = ["check", "run_check"]
+
+
+def run_check(check_id: str, fn: Callable, cases: str = "visible", seed: int | None = None) -> CheckResult:
+    """Call ``fn`` on the cases of ``check_id`` and judge every output (no printing, no raising)."""
+    from .checks import CheckResult, get_check, judge, make_cases  # torch: imported on first use
+
+    check = get_check(check_id)
+    seed = secrets.randbits(63) if seed is None else seed
+    result = CheckResult(check_id, cases, passed=True)
+    if not callable(fn):
+        result.passed, result.reason = False, f"expected a function, got {type(fn).__name__}"
+        return result
+    for case in make_cases(check, cases, seed):
+        try:
+            got = fn(*case.args)
+        except NotImplementedError:
+            result.passed, result.reason = False, f"{check.function} is not written yet (NotImplementedError)"
+            return result
+        except Exception as e:  # the student's error, reported as such
+            result.cases.append(_error_case(case.label, e))
+            result.passed = False
+            continue
+        outcome = judge(check, case, got, cases)
+        result.cases.append(outcome)
+        result.passed &= outcome.passed
+    return result
+
+
+def _error_case(label: str, error: BaseException):
+    from .checks import CaseResult
+
+    return CaseResult(label, False, f"raised {type(error).__name__}: {error}")
+
+
+def check(check_id: str, fn: Callable, cases: str = "visible") -> None:
+    """Test cell helper: check ``fn`` against the reference, print the report, raise if wrong.
+
+    >>> check("ch3.causal_mask", causal_mask)   # doctest: +SKIP
+    """
+    result = run_check(check_id, fn, cases)
+    print(result.message)
+    if not result.passed:
+        raise AssertionError(result.message)

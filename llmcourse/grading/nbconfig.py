@@ -1,0 +1,49 @@
+"""nbgrader settings shared by ``nbgrader_config.py`` and the grading commands.
+
+Imports no torch, so ``nbgrader_config.py`` stays fast.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from traitlets.config import Config
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
+
+
+def ensure_tools_on_path() -> None:
+    """nbgrader runs ``alembic`` as a subprocess: put this interpreter's bin/ first on PATH."""
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
+def course_config(root: Path, grading_dir: Path, source: str = "solutions",
+                  release: str | Path = "exercises", submitted: Path | None = None) -> Config:
+    """The nbgrader configuration of the course.
+
+    ``root`` holds ``source`` and ``release``; the gradebook and the submitted/autograded/
+    feedback folders live in ``grading_dir``, the instructor's, outside the repository.
+    nbgrader joins each folder with ``root``, so absolute paths are used for the others.
+    """
+    grading_dir = Path(grading_dir).resolve()
+    c = Config()
+    c.CourseDirectory.root = str(Path(root).resolve())
+    c.CourseDirectory.source_directory = source
+    c.CourseDirectory.release_directory = str(release)
+    c.CourseDirectory.submitted_directory = str(Path(submitted).resolve() if submitted else grading_dir / "submitted")
+    c.CourseDirectory.autograded_directory = str(grading_dir / "autograded")
+    c.CourseDirectory.feedback_directory = str(grading_dir / "feedback")
+    c.CourseDirectory.db_url = f"sqlite:///{grading_dir / 'gradebook.db'}"
+    c.ClearSolutions.code_stub = {"python": CODE_STUB}
+    c.OverwriteCells.add_missing_cells = True
+    c.GenerateFeedback.preprocessors = [
+        "nbgrader.preprocessors.GetGrades",
+        "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+        "llmcourse.grading.feedback.BlankHiddenTracebacks",
+        "nbgrader.preprocessors.ClearHiddenTests",
+    ]
+    return c
