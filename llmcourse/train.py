@@ -629,7 +629,8 @@ def train(model_config: GPTConfig | None, config: TrainConfig,
         if device.type == "cuda":
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
-        if not dist.is_initialized():
+        own_group = not dist.is_initialized()
+        if own_group:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         if config.batch_size % world_size:
             raise ValueError(f"batch_size {config.batch_size} must be divisible by the {world_size} processes")
@@ -641,7 +642,13 @@ def train(model_config: GPTConfig | None, config: TrainConfig,
     train_ids, val_ids = split_train_val(ids, config.val_fraction)
 
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    checkpoint = load_checkpoint(config.out_dir, model_config, device) if resume else None
+    checkpoint = None
+    if resume:
+        if is_main:  # one process repairs an interrupted save before all of them read
+            recover_checkpoint(config.out_dir)
+        if world_size > 1:
+            dist.barrier()
+        checkpoint = load_checkpoint(config.out_dir, model_config, device)
     if checkpoint is not None:
         model = checkpoint["model"]
         model_config = model.config
@@ -734,5 +741,7 @@ def train(model_config: GPTConfig | None, config: TrainConfig,
     bar.close()
     if world_size > 1:
         dist.barrier()  # the checkpoint is complete before any rank returns
+        if own_group:
+            dist.destroy_process_group()
     return TrainResult(raw_model.eval(), history,
                        Path(config.out_dir) if config.out_dir is not None else None, val_loss)
