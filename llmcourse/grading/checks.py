@@ -335,7 +335,8 @@ register(Check(
 
 def _mask_cases(gen: torch.Generator, kind: str) -> list[Case]:
     if kind == "visible":
-        return [Case((4,), "T=4")]
+        T = int(torch.randint(3, 9, (1,), generator=gen))
+        return [Case((T,), f"T={T}")]
     T = int(torch.randint(9, 20, (1,), generator=gen))
     return [Case((1,), "T=1"), Case((T,), f"T={T}")]
 
