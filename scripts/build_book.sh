@@ -103,6 +103,15 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT_STAMP" ] \
     fetch_widget_js
 fi
 
+# A second copy of the widget fonts at the site root: one of the two webpack runtimes in
+# embed-amd.js resolves its @font-face URLs against the page ("@jupyter-widgets/<hash>"),
+# not against the require.js path, so some page loads ask for them there.
+# html_extra_path (book/_config.yml) copies book/_extra_local/ to the site root.
+EXTRA_FONTS="$REPO/book/_extra_local/@jupyter-widgets"
+mkdir -p "$EXTRA_FONTS"
+cp -f "$WIDGETS_DIR"/*.woff2 "$WIDGETS_DIR"/*.woff "$WIDGETS_DIR"/*.ttf "$WIDGETS_DIR"/*.eot \
+    "$WIDGETS_DIR"/*.svg "$EXTRA_FONTS"/
+
 # -W: warnings are errors; -n: nitpicky, so broken references are warnings (errors);
 # --keep-going: report all of them, not just the first. A cell that raises fails too.
 echo "Building the book (jupyter-book build book -W -n --keep-going)"
