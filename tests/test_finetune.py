@@ -1,4 +1,5 @@
 """Chapter 5: classification and instruction fine-tuning (llmcourse.finetune) and their CLI."""
+import functools
 import json
 import subprocess
 import sys
@@ -7,10 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from llmcourse.data import read_text
-from llmcourse.generate import generate_text
 from llmcourse.finetune import (
     PAD_ID,
     ClassificationDataset,
@@ -43,6 +42,7 @@ from llmcourse.finetune import (
     spam_dataloaders,
     spam_splits,
 )
+from llmcourse.generate import generate_text
 from llmcourse.model import GPT, GPTConfig
 from llmcourse.tokenizer import gpt2_tokenizer
 from llmcourse.weights import load_gpt
@@ -162,9 +162,15 @@ def test_add_classification_head_and_freeze_flags():
         add_classification_head(small_model(), num_classes=1)
 
 
-@pytest.fixture(scope="module")
-def trained_spam_classifier(tokenizer):
+@pytest.fixture
+def trained_spam_classifier():
+    return _train_spam_classifier()
+
+
+@functools.cache  # trained once per process, however pytest-xdist orders the tests
+def _train_spam_classifier():
     """A 2-layer model from random init, its last block + norm + head trained for one epoch."""
+    tokenizer = gpt2_tokenizer()
     torch.manual_seed(123)
     model = add_classification_head(GPT(SMALL), num_classes=2)
     freeze_for_finetuning(model, trainable_blocks=1)
