@@ -35,4 +35,4 @@ book: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/build_book.sh
 
 test: install install-test
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n 2 --dist loadgroup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n 2 --dist loadfile
