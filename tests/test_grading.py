@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -127,18 +126,21 @@ def test_regrading_is_idempotent_and_keeps_manual_scores(tmp_path):
     write_class(tmp_path / "submitted", ["solution", "mask_flipped"])
     out = tmp_path / "out"
     grade_assignment("ch3", tmp_path / "submitted", out, jobs=1, limits=LIMITS, log=lambda *a: None)
-    db = out / "gradebook.db"
-    with sqlite3.connect(db) as con:
-        con.execute("UPDATE grade SET manual_score = 2 WHERE id IN (SELECT grade.id FROM grade JOIN "
-                    "grade_cell ON grade.cell_id = grade_cell.id WHERE grade_cell.name = 'test_causal_mask' "
-                    "AND grade.notebook_id IN (SELECT submitted_notebook.id FROM submitted_notebook JOIN "
-                    "submitted_assignment ON submitted_notebook.assignment_id = submitted_assignment.id "
-                    "WHERE submitted_assignment.student_id = 'mask_flipped'))")
-        before = con.execute("SELECT id, auto_score, manual_score FROM grade ORDER BY id").fetchall()
+    from nbgrader.api import Gradebook
+
+    def grade_rows():
+        with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+            return sorted((g.student.id, g.name, g.auto_score, g.manual_score)
+                          for s in ("solution", "mask_flipped")
+                          for g in gb.find_submission_notebook("ch3", "ch3", s).grades)
+
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        gb.find_grade("test_causal_mask", "ch3", "ch3", "mask_flipped").manual_score = 2
+        gb.db.commit()
+    before = grade_rows()
     first_csv = (out / "grades.csv").read_text()
     grade_assignment("ch3", tmp_path / "submitted", out, jobs=1, limits=LIMITS, log=lambda *a: None)
-    with sqlite3.connect(db) as con:
-        after = con.execute("SELECT id, auto_score, manual_score FROM grade ORDER BY id").fetchall()
+    after = grade_rows()
     assert after == before
     rows = {r["student"]: r for r in csv.DictReader((out / "grades.csv").open())}
     assert float(rows["mask_flipped"]["score"]) == 10 + 2  # the manual score counts

@@ -74,6 +74,7 @@ class Assignment:
     grade_cells: tuple[GradeCell, ...]
     solution_cells: frozenset[str]
     cell_meta: dict  # grade_id -> the nbgrader metadata that must not change
+    checksums: dict  # grade_id -> nbgrader checksum of the trusted source of a locked cell
 
     @property
     def max_score(self) -> float:
@@ -107,11 +108,12 @@ def load_assignment(db_url: str, assignment: str, notebook: str) -> Assignment:
         solutions = frozenset(c.name for c in nb.solution_cells)
         for name in solutions:
             meta.setdefault(name, {"grade": False})["solution"] = True
+        checksums = {name: src.checksum for name, src in sources.items() if src.locked and src.checksum}
         for name, src in sources.items():
             meta.setdefault(name, {"grade": False})
             meta[name].setdefault("solution", False)
             meta[name]["locked"] = bool(src.locked)
-    return Assignment(assignment, notebook, db_url, tuple(grade_cells), solutions, meta)
+    return Assignment(assignment, notebook, db_url, tuple(grade_cells), solutions, meta, checksums)
 
 
 def build_gradebook(root: Path, source: str, assignment: str, grading_dir: Path) -> str:
@@ -210,7 +212,8 @@ def check_metadata(nb, assignment: Assignment) -> list[str]:
             if (float(got) if key == "points" and got is not None else got) != expected:
                 raise Rejected(f"the nbgrader metadata of cell {grade_id!r} was changed ({key}: "
                                f"{expected!r} in the assignment, {got!r} in the submission)")
-        if meta.get("locked") and meta.get("checksum") and compute_checksum(cell) != meta["checksum"]:
+        trusted = assignment.checksums.get(grade_id)
+        if trusted and compute_checksum(cell) != trusted:
             notes.append(f"cell {grade_id!r} was edited; the grader restored it from the source")
     for cell in assignment.grade_cells:
         if cell.name not in seen:
@@ -270,7 +273,7 @@ def _encode_inputs(calls: list[tuple[str, str, tuple]]) -> bytes:
         encoded = []
         for i, arg in enumerate(args):
             if isinstance(arg, torch.Tensor):
-                tensors[f"{key}.a{i}"] = arg.contiguous()
+                tensors[f"{key}.a{i}"] = arg.contiguous().clone()  # safetensors refuses shared storage
                 encoded.append({"tensor": f"{key}.a{i}"})
             else:
                 encoded.append({"value": arg})
