@@ -475,5 +475,6 @@ ANSWER_KEY = {"ch3.q1": "c", "ch3.q2": "b"}
 for _qid in ANSWER_KEY:
     register(Check(id=_qid, function=_qid.split(".")[1], reference=lambda: None, cases=_quiz_cases,
                    choices=("a", "b", "c", "d"), answer=ANSWER_KEY[_qid]))
+from . import checks_ch4  # noqa: E402,F401  (registers the ch4 checks)
 from . import checks_ch1  # noqa: E402,F401  (registers the ch1 checks)
 from . import checks_ch2  # noqa: E402,F401  (registers the ch2 checks)
