@@ -48,4 +48,43 @@ from .model import (
 from .tokenizer import BPETokenizer, gpt2_tokenizer
 from .weights import load_gpt, load_hf_gpt2, load_model, save_model
 
+__all__ = [
+    "BPETokenizer",
+    "CausalAttention",
+    "FeedForward",
+    "GELU",
+    "GPT",
+    "GPTConfig",
+    "KVCache",
+    "LayerNorm",
+    "MultiHeadAttention",
+    "NextTokenDataset",
+    "PRESETS",
+    "TransformerBlock",
+    "causal_mask",
+    "create_dataloader",
+    "fetch",
+    "gelu",
+    "generate",
+    "generate_text",
+    "gpt2_tokenizer",
+    "layer_norm",
+    "load_gpt",
+    "load_hf_gpt2",
+    "load_model",
+    "merge_heads",
+    "next_token_loss",
+    "parameter_count",
+    "read_text",
+    "resolve_device",
+    "sample_next_token",
+    "save_model",
+    "scaled_dot_product_attention",
+    "simplified_self_attention",
+    "softmax_with_temperature",
+    "split_heads",
+    "top_k_filter",
+    "top_p_filter",
+]
+
 __version__ = "0.1.0"

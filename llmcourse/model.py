@@ -33,6 +33,15 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return torch.device(device)
 
 
+def config_from_dict(cls, d: dict):
+    """Build the config dataclass ``cls`` from a dict read from a file, naming unknown fields."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}; expected some of {sorted(known)}")
+    return cls(**d)
+
+
 @dataclass(frozen=True)
 class GPTConfig:
     """Chapter 4: every size of a GPT model in one place.
@@ -79,11 +88,7 @@ class GPTConfig:
     @classmethod
     def from_dict(cls, d: dict) -> GPTConfig:
         """Rebuild a config saved with ``to_dict``; unknown fields are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown GPTConfig fields {unknown}; expected some of {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
     def to_dict(self) -> dict:
         return asdict(self)

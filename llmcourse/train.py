@@ -43,7 +43,7 @@ import shutil
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -56,9 +56,9 @@ from tqdm.auto import tqdm
 
 from .data import NextTokenDataset, cache_dir, fetch, sha256_of
 from .generate import generate_text
-from .model import GPT, PRESETS, GPTConfig, next_token_loss, parameter_count, resolve_device
+from .model import GPT, PRESETS, GPTConfig, config_from_dict, next_token_loss, parameter_count, resolve_device
 from .tokenizer import gpt2_tokenizer
-from .weights import atomic_write_bytes, load_model, save_model
+from .weights import atomic_write_bytes, fsync_dir, load_model, save_model
 
 # A model for quick runs on a laptop CPU (about 7M parameters, most of them the
 # 50,257 x 128 token embedding): a few hundred steps take minutes.
@@ -149,11 +149,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {unknown}; expected some of {sorted(known)}")
-        return cls(**d)
+        """Rebuild a config saved in a checkpoint; unknown fields are an error."""
+        return config_from_dict(cls, d)
 
 
 def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
@@ -452,14 +449,6 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state_dict: dict, sou
     optimizer.load_state_dict(state_dict)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _sidecars(folder: Path) -> tuple[Path, Path]:
     """Where a checkpoint is written before it is swapped in, and where the previous
     one waits until the swap is done. Hidden names: never mistaken for a checkpoint."""
@@ -505,11 +494,11 @@ def save_checkpoint(folder: str | os.PathLike, model: GPT, optimizer: torch.opti
     atomic_write_bytes(saving / "trainer_state.json", json.dumps(trainer_state, indent=1).encode())
     if history is not None and history["step"]:
         plot_losses(history, saving / "loss.png")
-    _fsync_dir(saving)
+    fsync_dir(saving)
     if folder.exists():
         os.replace(folder, previous)
     os.replace(saving, folder)
-    _fsync_dir(folder.parent)
+    fsync_dir(folder.parent)
     if previous.exists():
         shutil.rmtree(previous)
     return folder
