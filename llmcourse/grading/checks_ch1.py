@@ -147,8 +147,9 @@ def _config_case(gen: torch.Generator, tied: bool) -> tuple:
 def _count_cases(gen: torch.Generator, kind: str) -> list[Case]:
     if kind == "visible":
         tied, untied = _config_case(gen, True), _config_case(gen, False)
-        return [Case(tied, "a small config, tied={} ({})".format(True, tied[:5])),
-                Case(untied, "a small config, tied={} ({})".format(False, untied[:5]))]
+        def label(a):
+            return "vocab_size={}, context_length={}, emb_dim={}, n_layers={}, ff_dim={}, tied={}".format(*a)
+        return [Case(tied, label(tied)), Case(untied, label(untied))]
     odd = _config_case(gen, False)
     odd = odd[:4] + (3 * odd[2] + 8, False)
     return [
@@ -181,7 +182,7 @@ register(Check(
 # ---------------------------------------------------------------- concept questions
 
 # The answer key lives in the package, never in a notebook (see checks.ANSWER_KEY).
-ANSWER_KEY = {"ch1.q1": "c", "ch1.q2": "b", "ch1.q3": "d"}
+ANSWER_KEY = {"ch1.q1": "d", "ch1.q2": "b", "ch1.q3": "a"}
 
 for _qid in ANSWER_KEY:
     register(Check(id=_qid, function=_qid.split(".")[1], reference=lambda: None, cases=_quiz_cases,
