@@ -478,3 +478,4 @@ for _qid in ANSWER_KEY:
 from . import checks_ch4  # noqa: E402,F401  (registers the ch4 checks)
 from . import checks_ch1  # noqa: E402,F401  (registers the ch1 checks)
 from . import checks_ch2  # noqa: E402,F401  (registers the ch2 checks)
+from . import checks_ch5  # noqa: E402,F401  (registers the ch5 checks)
