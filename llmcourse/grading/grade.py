@@ -40,7 +40,7 @@ import nbformat
 from ..weights import atomic_write_bytes
 from .feedback import HIDDEN_BEGIN, rejection_html, trusted_output
 from .nbconfig import REPO_ROOT, course_config, ensure_tools_on_path
-from .sandbox import Limits, run_isolated
+from .sandbox import Limits, require_sandbox, run_isolated
 from .scan import defined_functions, scan_cell
 
 HERE = Path(__file__).resolve().parent
@@ -156,7 +156,7 @@ class Report:
     reason: str = ""
     notes: list[str] = field(default_factory=list)
     cells: list[CellReport] = field(default_factory=list)
-    sandboxed: bool = False
+    sandboxed: bool = False  # every run of its code was inside the sandbox
     sandbox_note: str = ""
     seconds: float = 0.0
 
@@ -311,7 +311,7 @@ def run_answers(cells: list[dict], calls: list[CheckCall], scratch: Path, limits
         wire += [(f"c{n}.{i}", check.function, case.args) for i, case in enumerate(cases[call])]
     result = run_isolated([sys.executable, "-I", str(HERE / "answer_runner.py"), "spec.json"], workdir, limits,
                           stdin=_encode_inputs(wire), stdin_after="ready")
-    report.sandboxed, report.sandbox_note = result.sandboxed, result.note
+    _note_sandbox(report, result)
     outputs, tensors = None, {}
     try:
         outputs = json.loads((workdir / "outputs.json").read_text())
@@ -350,13 +350,24 @@ def run_answers(cells: list[dict], calls: list[CheckCall], scratch: Path, limits
     return results
 
 
-def execute_for_feedback(nb, scratch: Path, limits: Limits) -> tuple[nbformat.NotebookNode, str]:
+def _note_sandbox(report: Report, result) -> None:
+    """A report is sandboxed only if every run of its code was."""
+    first = not report.sandbox_note
+    report.sandboxed = result.sandboxed if first else report.sandboxed and result.sandboxed
+    if first or not result.sandboxed:
+        report.sandbox_note = result.note
+
+
+def execute_for_feedback(nb, scratch: Path, limits: Limits,
+                         report: Report | None = None) -> tuple[nbformat.NotebookNode, str]:
     """Execute the restored notebook in a limited child process; returns it and any error."""
     workdir = scratch / "execute"
     workdir.mkdir()
     nbformat.write(nb, workdir / "restored.ipynb")
     result = run_isolated([sys.executable, "-I", str(HERE / "execute_notebook.py"), "restored.ipynb",
                            "executed.ipynb", str(limits.cell_s), str(limits.output_bytes)], workdir, limits)
+    if report is not None:
+        _note_sandbox(report, result)
     try:
         executed = nbformat.read(workdir / "executed.ipynb", as_version=4)
         error = json.loads((workdir / "execution.json").read_text())["error"] or ""
@@ -417,7 +428,7 @@ def grade_submission(path: str | Path, student: str, assignment: Assignment, lim
         score_cells(assignment, results, report)
         executed = nb
         if execute:
-            executed, error = execute_for_feedback(nb, scratch, limits)
+            executed, error = execute_for_feedback(nb, scratch, limits, report)
             if error:
                 report.notes.append(f"running the notebook for feedback: {error}")
         annotate(executed, report)
@@ -501,16 +512,24 @@ def write_feedback(config, assignment: Assignment, reports: list[Report], out: P
             atomic_write_bytes(target, page.read_bytes())
 
 
+def sandbox_column(report: Report) -> str:
+    """``sandboxed``, ``NOT SANDBOXED`` or, when none of its code ran, ``no code run``."""
+    if not report.sandbox_note:
+        return "no code run"
+    return "sandboxed" if report.sandboxed else "NOT SANDBOXED"
+
+
 def write_csv(assignment: Assignment, reports: list[Report], totals: dict[str, float], path: Path) -> None:
     """One row per student: the points of every grade cell, the total, and how grading ended."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     cells = [c.name for c in assignment.grade_cells]
-    writer.writerow(["student", "assignment", *cells, "score", "max_score", "status", "reason"])
+    writer.writerow(["student", "assignment", *cells, "score", "max_score", "status", "reason", "sandbox"])
     for report in sorted(reports, key=lambda r: r.student):
         points = {c.grade_id: c.score for c in report.cells}
         writer.writerow([report.student, assignment.name, *(f"{points.get(c, 0.0):g}" for c in cells),
-                         f"{totals[report.student]:g}", f"{assignment.max_score:g}", report.status, report.reason])
+                         f"{totals[report.student]:g}", f"{assignment.max_score:g}", report.status, report.reason,
+                         sandbox_column(report)])
     atomic_write_bytes(path, buffer.getvalue().encode())
 
 
@@ -520,8 +539,10 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
     """``llmcourse grade``: grade every ``submitted/<student>/<assignment>/`` in one go.
 
     Writes into ``out``: ``gradebook.db``, ``autograded/``, ``feedback/``, ``grades.csv``
-    and ``report.json``. Safe to re-run.
+    and ``report.json``. Safe to re-run. Refuses (``SandboxUnavailable``) before grading
+    anyone when the sandbox cannot be used, unless ``limits.allow_unsandboxed``.
     """
+    sandboxed = require_sandbox(limits)
     root, submitted, out = Path(root).resolve(), Path(submitted).resolve(), Path(out).resolve()
     source_dir = root / "solutions" / assignment
     if not source_dir.is_dir():
@@ -534,7 +555,8 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
     trusted = load_assignment(db_url, assignment, notebook)
     jobs = jobs or os.cpu_count() or 1
     work = [(path, student, trusted, limits) for student, path in find_submissions(submitted, assignment, notebook)]
-    log(f"grading {len(work)} submissions of {assignment} with {jobs} job(s)")
+    log(f"grading {len(work)} submissions of {assignment} with {jobs} job(s)"
+        + ("" if sandboxed else " -- NOT SANDBOXED (bubblewrap unavailable): process limits only"))
     if jobs == 1:
         results = map(_grade_job, work)
     else:
@@ -547,7 +569,8 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
             atomic_write_bytes(out / "autograded" / report.student / assignment / f"{notebook}.ipynb",
                                executed.encode())
         log(f"  {report.student}: {report.score:g} / {report.max_score:g}"
-            + (f" (rejected: {report.reason})" if report.status == "rejected" else ""))
+            + (f" (rejected: {report.reason})" if report.status == "rejected" else "")
+            + ("" if report.sandboxed or not report.sandbox_note else " [NOT SANDBOXED]"))
         reports.append(report)
     if jobs != 1:
         pool.shutdown()
@@ -599,5 +622,5 @@ def format_report(report: Report) -> str:
     for cell in report.cells:
         lines.append(f"[{cell.score:g}/{cell.max_score:g}] {cell.grade_id}" + (" (hidden tests)" if cell.hidden else ""))
         lines += ["    " + m.replace("\n", "\n    ") for m in cell.messages]
-    lines.append(f"({report.sandbox_note or 'process limits only; not sandboxed'})")
+    lines.append(f"({report.sandbox_note or 'no code was run'})")
     return "\n".join(lines)
