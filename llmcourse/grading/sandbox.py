@@ -75,6 +75,7 @@ class Limits:
     processes: int = 256  # RLIMIT_NPROC (counted for the sandbox's own uid)
     file_bytes: int = 64 * 2**20  # largest file the child may write
     output_bytes: int = 1 * 2**20  # stdout and stderr kept, each
+    tmp_bytes: int = 512 * 2**20  # size of the sandbox's /tmp (and of /dev/shm), held in memory
     allow_unsandboxed: bool = False
 
 
@@ -210,8 +211,9 @@ def _bwrap_argv(bwrap: str, argv: list[str], workdir: Path, limits: Limits, supp
     for host, inside in places:
         if package.is_relative_to(host):
             cmd += ["--tmpfs", f"{inside}/{package.relative_to(host)}"]
-    cmd += ["--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm", "--proc", "/proc",
-            "--perms", "1777", "--tmpfs", "/tmp", "--perms", "0755", "--dir", GRADER]
+    size = str(limits.tmp_bytes)
+    cmd += ["--dev", "/dev", "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm", "--proc", "/proc",
+            "--perms", "1777", "--size", size, "--tmpfs", "/tmp", "--perms", "0755", "--dir", GRADER]
     cmd += _ro(support / "stub", STUB) + _ro(support / "launch.py", f"{GRADER}/launch.py")
     inner = []
     for i, arg in enumerate(argv):
