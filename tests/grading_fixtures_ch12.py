@@ -297,7 +297,7 @@ CLASS = {"ch1": ["solution", "release", "target_not_shifted", "tied_head_counted
                  "delete_test"],
          "ch2": ["solution", "release", "merge_overlapping", "softmax_overflow", "top_p_drops_crossing",
                  "wrong_quiz", "edit_test"]}
-LIMITS_KW = dict(wall_s=120, cell_s=8, output_bytes=256 * 1024)
+LIMITS_KW = {"wall_s": 120, "cell_s": 8, "output_bytes": 256 * 1024}
 
 
 def grade_class(chapter: str, tmp: Path):

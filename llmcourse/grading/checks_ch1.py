@@ -184,6 +184,6 @@ register(Check(
 # The answer key lives in the package, never in a notebook (see checks.ANSWER_KEY).
 ANSWER_KEY = {"ch1.q1": "d", "ch1.q2": "b", "ch1.q3": "a"}
 
-for _qid in ANSWER_KEY:
+for _qid, _letter in ANSWER_KEY.items():
     register(Check(id=_qid, function=_qid.split(".")[1], reference=lambda: None, cases=_quiz_cases,
-                   choices=("a", "b", "c", "d"), answer=ANSWER_KEY[_qid]))
+                   choices=("a", "b", "c", "d"), answer=_letter))

@@ -487,6 +487,6 @@ register(Check(
 # The answer key lives in the package, never in a notebook (see checks.ANSWER_KEY).
 ANSWER_KEY = {"ch2.q1": "b", "ch2.q2": "d", "ch2.q3": "a"}
 
-for _qid in ANSWER_KEY:
+for _qid, _letter in ANSWER_KEY.items():
     register(Check(id=_qid, function=_qid.split(".")[1], reference=lambda: None, cases=_quiz_cases,
-                   choices=("a", "b", "c", "d"), answer=ANSWER_KEY[_qid]))
+                   choices=("a", "b", "c", "d"), answer=_letter))
