@@ -1,0 +1,397 @@
+"""The grading sandbox (bubblewrap), for real: hostile submissions graded beside honest ones.
+
+One ``grade_assignment`` call grades two honest submissions (the ch3 solution and a typical
+mistake) with one submission per attack: reading the instructor's source notebooks, writing
+the gradebook, the network, a fork bomb, memory, a huge file, 60 MB printed on one line,
+sleeping past the time limit. The attackers know the instructor's paths (the repository,
+the gradebook): the test writes them into their code. Each attack must get nothing, with a
+reason, and the honest students' grades must be exactly those of a class graded without the
+attackers. Also: what a sandboxed process can see, and what happens without bubblewrap.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from llmcourse.grading.grade import grade_assignment
+from llmcourse.grading.sandbox import (Limits, SandboxUnavailable, find_bwrap, run_isolated, sandbox_problem)
+
+sys.path.insert(0, str(Path(__file__).parent))
+from grading_fixtures import FULL, HEADS, MASK, MHA, ROOT, SDPA, SIMPLIFIED, SOURCE, Fixture, notebook_text  # noqa: E402
+
+pytestmark = [pytest.mark.xdist_group("grading"),
+              pytest.mark.skipif(find_bwrap() is None, reason="bubblewrap is not installed "
+                                 "(scripts/install_system_deps.sh installs it)")]
+# wall_s bounds the sleeper; cell_s is generous so that honest code never times out on a busy machine
+LIMITS = Limits(wall_s=75, cell_s=20, output_bytes=256 * 1024)
+SLEEP_MARK = "3617"  # the fork bomb's children run `sleep 3617`: findable in /proc afterwards
+
+FIND_FILES = '''
+import os
+def _find(names, skip=("/usr", "/proc", "/sys", "/dev", "/opt/venv", "/root/.pyenv")):
+    """Walk the whole file system from / (and from every parent folder) for these file names."""
+    found, seen = [], 0
+    for top in ["/", os.path.abspath("../../.."), "/proc/self/cwd/../../..", "/proc/1/cwd", "/proc/self/root/"]:
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if os.path.join(folder, d) not in skip]
+            seen += 1
+            if seen > 20000:
+                return found
+            found += [os.path.join(folder, f) for f in files if f in names]
+    return found
+'''
+
+READ_SOLUTIONS = FIND_FILES + '''
+import glob, json
+candidates = [{root!r} + "/solutions/ch3/ch3.ipynb", "/proc/self/root" + {root!r} + "/solutions/ch3/ch3.ipynb"]
+candidates += ["../" * k + "solutions/ch3/ch3.ipynb" for k in range(1, 8)]
+candidates += [v.rstrip("/") + "/solutions/ch3/ch3.ipynb" for v in os.environ.values() if v.startswith("/")]
+candidates += glob.glob("/proc/*/cwd/../../../solutions/ch3/ch3.ipynb") + _find({{"ch3.ipynb", "restored.ipynb"}})
+stolen = None
+for path in candidates:
+    try:
+        text = open(path).read()
+    except OSError:
+        continue
+    if "BEGIN SOLUTION" in text:
+        stolen = path
+        for cell in json.loads(text)["cells"]:
+            if cell.get("metadata", {{}}).get("nbgrader", {{}}).get("grade_id") == "causal_mask":
+                exec("".join(cell["source"]))
+print("SOLUTIONS FOUND:", stolen)
+if stolen is None:
+    def causal_mask(T):
+        raise NotImplementedError("I could not find the solutions")
+'''
+
+GRADEBOOK = FIND_FILES + '''
+import sqlite3
+hits = []
+for path in [{db!r}, "../../../gradebook.db", "/proc/self/root" + {db!r}] + _find({{"gradebook.db"}}):
+    try:
+        db = sqlite3.connect(path, timeout=1)
+        db.execute("UPDATE grade SET auto_score = 100")  # raise mine...
+        db.execute("UPDATE grade SET auto_score = 0, manual_score = 0 WHERE id IN "
+                   "(SELECT grade.id FROM grade JOIN submitted_notebook ON grade.notebook_id = submitted_notebook.id "
+                   "JOIN submitted_assignment ON submitted_notebook.assignment_id = submitted_assignment.id "
+                   "WHERE submitted_assignment.student_id = 'honest')")  # ...and lower another's
+        db.commit()
+        hits.append(path)
+    except Exception as e:
+        pass
+print("GRADEBOOKS WRITTEN:", hits)
+
+def q1():
+    return "a"  # wrong: the plan was to raise the score in the gradebook
+'''
+
+NETWORK = '''
+import socket, time
+attempts, answer = [], None
+for host, port in [("127.0.0.1", {port}), ("localhost", {port}), ("1.1.1.1", 53), ("93.184.216.34", 80)]:
+    start = time.monotonic()
+    try:
+        with socket.create_connection((host, port)) as s:  # no timeout: a hang would show
+            answer = s.recv(16).decode()
+        attempts.append(f"{{host}}:{{port}} connected")
+    except OSError as e:
+        attempts.append(f"{{host}}:{{port}} {{type(e).__name__}} after {{time.monotonic() - start:.2f}} s")
+
+def q2():
+    if answer is None:
+        raise RuntimeError("no network: " + "; ".join(attempts))
+    return answer  # fetched from a helper outside
+'''
+
+FORK_BOMB = '''
+import os
+children, error = 0, None
+for _ in range(2000):
+    try:
+        pid = os.fork()
+    except OSError as e:
+        error = e
+        break
+    if pid == 0:
+        try:
+            os.execv("/bin/sleep", ["sleep", "{mark}"])
+        finally:
+            os._exit(0)
+    children += 1
+
+def simplified_attention(x):
+    raise RuntimeError(f"fork bomb stopped after {{children}} forks: {{error}}")
+'''
+
+MEMORY = '''big = torch.ones(6 * 2**30)  # 24 GB
+''' + '''
+def split_heads(x, n_heads):
+    B, T, d = x.shape
+    return x.view(B, T, n_heads, d // n_heads).transpose(1, 2)
+
+
+def merge_heads(x):
+    B, H, T, hd = x.shape
+    return x.transpose(1, 2).reshape(B, T, H * hd)
+'''
+
+HUGE_FILE = '''
+chunk = b"x" * 2**20
+for path in ["/tmp/big.bin", "big.bin"]:
+    with open(path, "wb") as f:
+        for _ in range(1024):  # 1 GB each
+            f.write(chunk)
+            f.flush()
+''' + '''
+def scaled_dot_product_attention(q, k, v, mask=None, dropout=0.0, training=False):
+    return q, q
+'''
+
+HUGE_PRINT = 'print("x" * 60_000_000)\n\ndef q1():\n    return "c"'
+
+SLEEPER = '''
+import signal, time
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGINT, signal.SIGTERM})
+time.sleep(3600)
+
+def q1():
+    return "c"
+'''
+
+HONEST = ["honest", "honest_mistake"]
+
+
+def attackers(port: int, db: Path) -> list[Fixture]:
+    """The attacks, with the grade cells each must lose and a phrase its report must contain."""
+    return [
+        Fixture("attack_solutions", {"causal_mask": READ_SOLUTIONS.format(root=str(ROOT))}, MASK + MHA,
+                "causal_mask is not written yet"),
+        Fixture("attack_gradebook", {"q1": GRADEBOOK.format(db=str(db))}, ("test_q1",), "not the right choice"),
+        Fixture("attack_network", {"q2": NETWORK.format(port=port)}, ("test_q2",), "no network"),
+        Fixture("attack_fork_bomb", {"simplified_attention": FORK_BOMB.format(mark=SLEEP_MARK)}, SIMPLIFIED,
+                "fork bomb stopped after"),
+        Fixture("attack_memory", {"heads": MEMORY}, HEADS + MHA, "allocate"),
+        Fixture("attack_huge_file", {"scaled_dot_product_attention": HUGE_FILE}, SDPA + MHA, "File too large"),
+        Fixture("attack_print", {"q1": HUGE_PRINT}, (), ""),  # harmless once capped: full marks
+        Fixture("attack_sleep", {"q1": SLEEPER}, tuple(FULL), "time limit"),
+    ]
+
+
+def honest_fixtures() -> list[Fixture]:
+    flipped = "def causal_mask(T):\n    return torch.ones(T, T, dtype=torch.bool).triu()"
+    return [Fixture("honest"), Fixture("honest_mistake", {"causal_mask": flipped}, MASK + MHA,
+                                       "a token sees the future")]
+
+
+def write(submitted: Path, fixtures: list[Fixture]) -> None:
+    for fixture in fixtures:
+        path = submitted / fixture.name / "ch3" / "ch3.ipynb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(notebook_text(fixture))
+
+
+class Listener:
+    """A TCP server on 127.0.0.1 in the test process: hands out q2's answer to whoever connects."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.connections = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, addr = self.server.accept()
+            except OSError:
+                return
+            self.connections.append(addr)
+            conn.sendall(b"b")
+            conn.close()
+
+
+def grade_rows(out: Path) -> dict[str, dict[str, str]]:
+    return {r["student"]: r for r in csv.DictReader((out / "grades.csv").open())}
+
+
+def gradebook_scores(out: Path) -> dict[tuple[str, str], tuple]:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        return {(g.student.id, g.name): (g.auto_score, g.manual_score)
+                for s in gb.students for sub in s.submissions for nb in sub.notebooks for g in nb.grades}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """The honest students alone, then the same students with every attacker, each in one call."""
+    tmp = tmp_path_factory.mktemp("sandbox")
+    listener = Listener()
+    write(tmp / "alone", honest_fixtures())
+    alone = {r.student: r for r in grade_assignment("ch3", tmp / "alone", tmp / "out_alone", jobs=2,
+                                                    limits=LIMITS, log=lambda *a: None)}
+    out = tmp / "out"
+    attacks = attackers(listener.port, out / "gradebook.db")
+    write(tmp / "class", honest_fixtures() + attacks)
+    start = time.monotonic()
+    reports = {r.student: r for r in grade_assignment("ch3", tmp / "class", out, jobs=2, limits=LIMITS,
+                                                      log=lambda *a: None)}
+    seconds = time.monotonic() - start
+    listener.server.close()
+    return {"alone": alone, "out_alone": tmp / "out_alone", "reports": reports, "out": out,
+            "attacks": {f.name: f for f in attacks}, "listener": listener, "seconds": seconds}
+
+
+def report_text(report) -> str:
+    return json.dumps([report.reason, report.notes, [c.messages for c in report.cells]])
+
+
+def autograded(out: Path, student: str) -> str:
+    return (out / "autograded" / student / "ch3" / "ch3.ipynb").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["attack_solutions", "attack_gradebook", "attack_network", "attack_fork_bomb",
+                                  "attack_memory", "attack_huge_file", "attack_print", "attack_sleep"])
+def test_attack_gets_nothing_with_a_reason(graded, name):
+    report, fixture = graded["reports"][name], graded["attacks"][name]
+    got = {c.grade_id: c.score for c in report.cells}
+    assert got == fixture.points(), f"{name}: {got}\n{report_text(report)[:3000]}"
+    assert fixture.expect in report_text(report), f"{name}: {fixture.expect!r} not in\n{report_text(report)[:3000]}"
+    assert report.sandboxed, report.sandbox_note
+    row = grade_rows(graded["out"])[name]
+    assert float(row["score"]) == sum(fixture.points().values()) and row["sandbox"] == "sandboxed"
+
+
+@pytest.mark.slow
+def test_honest_grades_are_unchanged_by_the_attackers(graded):
+    for student in HONEST:
+        alone, beside = graded["alone"][student], graded["reports"][student]
+        assert [(c.grade_id, c.score) for c in beside.cells] == [(c.grade_id, c.score) for c in alone.cells]
+        assert beside.status == alone.status == "graded" and beside.sandboxed
+        assert grade_rows(graded["out"])[student] == grade_rows(graded["out_alone"])[student]
+    assert graded["alone"]["honest"].score == 15 and graded["alone"]["honest_mistake"].score == 10
+    scores = gradebook_scores(graded["out"])
+    alone = gradebook_scores(graded["out_alone"])
+    assert {k: v for k, v in scores.items() if k[0] in HONEST} == alone
+    assert scores[("attack_gradebook", "test_q1")] == (0.0, None)  # its own mark was not raised
+
+
+@pytest.mark.slow
+def test_no_solutions_gradebook_or_network_reached(graded):
+    out = graded["out"]
+    assert "SOLUTIONS FOUND: None" in autograded(out, "attack_solutions")
+    assert "GRADEBOOKS WRITTEN: []" in autograded(out, "attack_gradebook")
+    assert graded["listener"].connections == []
+    text = report_text(graded["reports"]["attack_network"])
+    times = [float(t) for t in re.findall(r"after ([0-9.]+) s", text)]
+    assert len(times) == 4 and max(times) < 2, text  # refused at once, no hang
+    assert "connected" not in text
+
+
+@pytest.mark.slow
+def test_fork_bomb_bounded_and_cleaned_up(graded):
+    text = report_text(graded["reports"]["attack_fork_bomb"])
+    children = int(re.search(r"fork bomb stopped after (\d+) forks", text).group(1))
+    assert children < LIMITS.processes, text
+    leftover = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes() == b"sleep\0" + SLEEP_MARK.encode() + b"\0":
+                leftover.append(proc.name)
+        except OSError:
+            pass
+    assert leftover == []
+
+
+@pytest.mark.slow
+def test_output_capped_and_time_limit(graded):
+    out = graded["out"]
+    assert len(autograded(out, "attack_print")) < 2_000_000
+    assert (out / "feedback" / "attack_print" / "ch3" / "ch3.html").stat().st_size < 2_000_000
+    sleeper = graded["reports"]["attack_sleep"]
+    assert "time limit" in report_text(sleeper)
+    assert sleeper.seconds < 2 * LIMITS.wall_s + 60  # killed at the wall limit, not left running
+
+
+def test_sandbox_sees_only_its_scratch_folder(tmp_path):
+    """What a sandboxed process can reach, checked from inside."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "mine.txt").write_text("mine")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret")
+    probe = f'''
+import json, os, socket
+seen = {{"uid": os.getuid(), "work": sorted(os.listdir("/work")), "root": sorted(os.listdir("/"))}}
+for path in [{str(ROOT)!r}, {str(SOURCE)!r}, {str(secret)!r}, {str(tmp_path)!r}, "/home", "/root/.ssh", "/etc/shadow"]:
+    seen[path] = os.path.exists(path)
+for path in ["/usr/x", "/opt/venv/x", "/etc/x", "/x"]:
+    try:
+        open(path, "w")
+        seen[path] = "written"
+    except OSError as e:
+        seen[path] = type(e).__name__
+open("/work/out.txt", "w").write("ok")
+open("/tmp/t.txt", "w").write("ok")
+try:
+    import llmcourse.attention
+    seen["llmcourse"] = True
+except ImportError:
+    seen["llmcourse"] = False
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=3)
+    seen["net"] = True
+except OSError:
+    seen["net"] = False
+print(json.dumps(seen))
+'''
+    result = run_isolated([sys.executable, "-I", "-c", probe], scratch, Limits(wall_s=60))
+    assert result.returncode == 0 and result.sandboxed, result.stderr.decode()[-2000:]
+    seen = json.loads(result.stdout)
+    assert seen["uid"] != 0 and seen["work"] == ["mine.txt"]
+    assert set(seen["root"]) <= {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "opt", "root",
+                                 "dev", "proc", "tmp", "work"}, seen["root"]
+    for path in [str(ROOT), str(SOURCE), str(secret), str(tmp_path), "/home", "/root/.ssh", "/etc/shadow"]:
+        assert seen[path] is False, path
+    assert all(seen[p] != "written" for p in ["/usr/x", "/opt/venv/x", "/etc/x", "/x"]), seen
+    assert seen["llmcourse"] is False and seen["net"] is False
+    assert (scratch / "out.txt").read_text() == "ok"
+
+
+def test_missing_bwrap_refuses_and_flag_runs_unsandboxed(tmp_path, monkeypatch):
+    """No bwrap on PATH: grading refuses with a clear message; the explicit flag grades, marked."""
+    fixture = Fixture("honest")
+    write(tmp_path / "submitted", [fixture])
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + "/nonexistent"}
+    cli = subprocess.run([sys.executable, "-m", "llmcourse.cli", "grade", "ch3", "--submitted",
+                          str(tmp_path / "submitted"), "--out", str(tmp_path / "out_cli")],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert cli.returncode == 3, cli.stderr
+    assert "bubblewrap (bwrap) is not installed" in cli.stderr and "--allow-unsandboxed" in cli.stderr
+    assert not (tmp_path / "out_cli" / "grades.csv").exists()
+
+    monkeypatch.setenv("PATH", env["PATH"])
+    assert find_bwrap() is None and "not installed" in sandbox_problem()
+    with pytest.raises(SandboxUnavailable, match="refusing to run student code unsandboxed"):
+        grade_assignment("ch3", tmp_path / "submitted", tmp_path / "out", limits=LIMITS, log=lambda *a: None)
+    with pytest.raises(SandboxUnavailable):
+        run_isolated([sys.executable, "-c", "pass"], tmp_path, LIMITS)
+    lines = []
+    limits = Limits(wall_s=120, cell_s=20, output_bytes=256 * 1024, allow_unsandboxed=True)
+    (report,) = grade_assignment("ch3", tmp_path / "submitted", tmp_path / "out", jobs=1, limits=limits,
+                                 log=lines.append)
+    assert report.score == 15 and report.sandboxed is False and "NOT SANDBOXED" in report.sandbox_note
+    assert "NOT SANDBOXED" in lines[0] and "[NOT SANDBOXED]" in lines[1]
+    assert grade_rows(tmp_path / "out")["honest"]["sandbox"] == "NOT SANDBOXED"
+    assert json.loads((tmp_path / "out" / "report.json").read_text())[0]["sandboxed"] is False
