@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from grading_fixtures import ROOT, _edit_test  # noqa: E402  (the ch3 helpers that fit every chapter)
+from grading_fixtures import ROOT, _edit_test
 
 
 def source(chapter: str) -> Path:

@@ -19,7 +19,13 @@ from llmcourse.grading.release import release
 from llmcourse.grading.sandbox import Limits
 
 sys.path.insert(0, str(Path(__file__).parent))
-from grading_fixtures_ch45 import CHAPTERS, assert_graded_as, full_points, release_path, write_class  # noqa: E402
+from grading_fixtures_ch45 import (
+    CHAPTERS,
+    assert_graded_as,
+    full_points,
+    release_path,
+    write_class,
+)
 
 CHAPTER = "ch5"
 SUBS = {s.name: s for s in CHAPTERS[CHAPTER]}

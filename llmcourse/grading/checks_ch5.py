@@ -86,7 +86,7 @@ def _acc_args(gen, B, C, dtype=torch.float32):
 def _acc_cases(gen, kind):
     if kind == "visible":
         return [Case(_acc_args(gen, 8, 2), "logits (8, 2), labels (8,)")]
-    logits, labels = _acc_args(gen, 4, 3)
+    logits, _ = _acc_args(gen, 4, 3)
     return [Case(_acc_args(gen, 32, 5), "logits (32, 5)"),
             Case((logits, logits.argmax(dim=-1)), "every prediction right: 1.0"),
             Case(_acc_args(gen, 16, 2, torch.float64), "float64 logits (16, 2)")]
