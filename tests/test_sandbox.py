@@ -43,31 +43,32 @@ def _find(names, skip=("/usr", "/proc", "/sys", "/dev", "/opt/venv", "/root/.pye
     found, seen = [], 0
     for top in ["/", os.path.abspath("../../.."), "/proc/self/cwd/../../..", "/proc/1/cwd", "/proc/self/root/"]:
         for folder, dirs, files in os.walk(top):
-            dirs[:] = [d for d in dirs if os.path.join(folder, d) not in skip]
+            dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(folder, d)) not in skip]
             seen += 1
-            if seen > 20000:
+            if seen > 5000:
                 return found
             found += [os.path.join(folder, f) for f in files if f in names]
     return found
 '''
 
 READ_SOLUTIONS = FIND_FILES + '''
-import glob, json
+import json
 candidates = [{root!r} + "/solutions/ch3/ch3.ipynb", "/proc/self/root" + {root!r} + "/solutions/ch3/ch3.ipynb"]
 candidates += ["../" * k + "solutions/ch3/ch3.ipynb" for k in range(1, 8)]
 candidates += [v.rstrip("/") + "/solutions/ch3/ch3.ipynb" for v in os.environ.values() if v.startswith("/")]
-candidates += glob.glob("/proc/*/cwd/../../../solutions/ch3/ch3.ipynb") + _find({{"ch3.ipynb", "restored.ipynb"}})
-stolen = None
+candidates += [f"/proc/{{pid}}/cwd/../../../solutions/ch3/ch3.ipynb" for pid in os.listdir("/proc") if pid.isdigit()]
+candidates += _find({{"ch3.ipynb", "restored.ipynb"}})
+stolen, marker = None, "### BEGIN " + "SOLUTION"  # the instructor's causal_mask cell, not this one
 for path in candidates:
     try:
-        text = open(path).read()
-    except OSError:
+        cells = json.loads(open(path).read())["cells"]
+    except (OSError, ValueError, KeyError):
         continue
-    if "BEGIN SOLUTION" in text:
-        stolen = path
-        for cell in json.loads(text)["cells"]:
-            if cell.get("metadata", {{}}).get("nbgrader", {{}}).get("grade_id") == "causal_mask":
-                exec("".join(cell["source"]))
+    for cell in cells:
+        source = "".join(cell["source"])
+        if cell.get("metadata", {{}}).get("nbgrader", {{}}).get("grade_id") == "causal_mask" and marker in source:
+            stolen = path
+            exec(source)
 print("SOLUTIONS FOUND:", stolen)
 if stolen is None:
     def causal_mask(T):
@@ -295,7 +296,7 @@ def test_no_solutions_gradebook_or_network_reached(graded):
     assert graded["listener"].connections == []
     text = report_text(graded["reports"]["attack_network"])
     times = [float(t) for t in re.findall(r"after ([0-9.]+) s", text)]
-    assert len(times) == 4 and max(times) < 2, text  # refused at once, no hang
+    assert len(times) >= 4 and max(times) < 2, text  # each attempt refused at once, no hang
     assert "connected" not in text
 
 
