@@ -24,6 +24,7 @@ import copy
 import csv
 import io
 import json
+import multiprocessing
 import os
 import secrets
 import shutil
@@ -560,7 +561,9 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
     if jobs == 1:
         results = map(_grade_job, work)
     else:
-        pool = ProcessPoolExecutor(max_workers=jobs)
+        # "spawn", not Linux's default fork: a fork of a parent that has already run
+        # torch (its OpenMP threads) can leave a worker deadlocked on a lock.
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
         results = pool.map(_grade_job, work)
     reports = []
     for report, executed in results:  # the parent alone writes the gradebook and files, in order
