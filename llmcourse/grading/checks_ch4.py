@@ -480,14 +480,23 @@ def _gen_variant(idx, n, context_length, table_last, table_first, *, crop=True, 
     return idx
 
 
-def _gen_args(gen, B, T, n, C, V):
-    return (torch.randint(0, V, (B, T), generator=gen), n, C, _randn(gen, V, V), _randn(gen, V, V))
+def _gen_args(gen, B, T, n, C, V, first_weight=1.0):
+    # Distinct tokens in each prompt, and (with first_weight > 1) a model led by the first
+    # token of its window: then feeding the wrong window changes the output for sure,
+    # instead of by chance, so a missing crop cannot pass a case on lucky inputs.
+    idx = torch.stack([torch.randperm(V, generator=gen)[:T] for _ in range(B)])
+    return (idx, n, C, _randn(gen, V, V), first_weight * _randn(gen, V, V))
 
 
 def _gen_cases(gen, kind):
+    # Each mistake fails at least one case for sure: a first-token-led model (weight 10)
+    # exposes a wrong window, an even one (weight 1) a wrong position.
     if kind == "visible":
-        return [Case(_gen_args(gen, 2, 3, 6, 4, 10), "prompt (2, 3), 6 new tokens, context 4")]
-    return [Case(_gen_args(gen, 1, 5, 8, 3, 12), "prompt (1, 5) longer than the context 3"),
+        return [Case(_gen_args(gen, 2, 3, 6, 4, 10), "prompt (2, 3), 6 new tokens, context 4"),
+                Case(_gen_args(gen, 2, 3, 6, 4, 10, first_weight=10.0),
+                     "prompt (2, 3), 6 new tokens, context 4, a model led by the window's first token")]
+    return [Case(_gen_args(gen, 1, 5, 8, 3, 12, first_weight=10.0), "prompt (1, 5) longer than the context 3"),
+            Case(_gen_args(gen, 2, 5, 8, 3, 12), "prompt (2, 5) longer than the context 3, another model"),
             Case(_gen_args(gen, 3, 2, 0, 4, 6), "n = 0: the prompt unchanged"),
             Case(_gen_args(gen, 2, 1, 7, 8, 9), "a context longer than the whole text")]
 
