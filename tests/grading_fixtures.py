@@ -17,8 +17,25 @@ from pathlib import Path
 
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT / "solutions" / "ch3" / "ch3.ipynb"
-RELEASE = ROOT / "exercises" / "ch3" / "ch3.ipynb"
+
+
+def source(chapter: str) -> Path:
+    return ROOT / "solutions" / chapter / f"{chapter}.ipynb"
+
+
+def release_path(chapter: str) -> Path:
+    return ROOT / "exercises" / chapter / f"{chapter}.ipynb"
+
+
+def full_points(chapter: str) -> dict[str, float]:
+    """grade_id -> points of every grade cell of the source notebook."""
+    nb = json.loads(source(chapter).read_text())
+    return {c["metadata"]["nbgrader"]["grade_id"]: float(c["metadata"]["nbgrader"]["points"])
+            for c in nb["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("grade")}
+
+
+SOURCE = source("ch3")
+RELEASE = release_path("ch3")
 FULL = {"test_simplified_attention": 1, "hidden_simplified_attention": 1,
         "test_scaled_dot_product_attention": 2, "hidden_scaled_dot_product_attention": 1,
         "test_causal_mask": 1, "hidden_causal_mask": 1, "test_heads": 2, "hidden_heads": 1,

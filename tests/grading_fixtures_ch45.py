@@ -16,22 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from grading_fixtures import ROOT, _edit_test
-
-
-def source(chapter: str) -> Path:
-    return ROOT / "solutions" / chapter / f"{chapter}.ipynb"
-
-
-def release_path(chapter: str) -> Path:
-    return ROOT / "exercises" / chapter / f"{chapter}.ipynb"
-
-
-def full_points(chapter: str) -> dict[str, float]:
-    """grade_id -> points of every grade cell of the source notebook."""
-    nb = json.loads(source(chapter).read_text())
-    return {c["metadata"]["nbgrader"]["grade_id"]: float(c["metadata"]["nbgrader"]["points"])
-            for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade")}
+from grading_fixtures import _edit_test, full_points, release_path, source
 
 
 @dataclass
