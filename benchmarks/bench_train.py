@@ -1,16 +1,19 @@
 """Training throughput: ``llmcourse train``'s step against a plain reference step.
 
 Both train the same ``GPT`` on the same batches. "ours" is ``llmcourse.train.train_step``
-exactly as ``train`` runs it: AdamW with weight-decay groups and the fused kernel,
-gradient clipping, ``zero_grad(set_to_none=True)``, plus autocast / ``torch.compile``
-when asked for. "reference" is how a typical from-scratch course trains:
-``torch.optim.AdamW(model.parameters(), lr)`` with PyTorch's defaults, forward,
-loss, backward, step, zero_grad; always fp32, never compiled.
+exactly as ``train`` runs it: the loss straight from the hidden states
+(``model(x, targets=y)``, ``linear_cross_entropy``: the logits never exist whole), AdamW
+with weight-decay groups and the fused kernel, gradient clipping,
+``zero_grad(set_to_none=True)``, plus autocast / ``torch.compile`` when asked for.
+"reference" is how a typical from-scratch course trains: logits, then
+``F.cross_entropy``, ``torch.optim.AdamW(model.parameters(), lr)`` with PyTorch's
+defaults, backward, step, zero_grad; always fp32, never compiled.
 Repeats alternate between the two; medians are reported.
 
-CPU (the default; gpt2-small shapes, context 256, batch 2, 2 threads, fp32):
+CPU (the default is what ``llmcourse train`` runs with no options: the tiny model,
+batch 8, its full context of 128, fp32, 2 threads; then gpt2-small's shapes):
     .venv/bin/python benchmarks/bench_train.py
-    .venv/bin/python benchmarks/bench_train.py --model tiny --batch 8 --context 128
+    .venv/bin/python benchmarks/bench_train.py --model gpt2-small --batch 2 --context 256 --steps 2
 GPU (tokens/s and MFU of ours; the reference runs as well):
     python benchmarks/bench_train.py --device cuda --compile --dtype bf16 \\
         --batch 16 --context 1024 --data tinyshakespeare.txt --peak-tflops 989
@@ -62,9 +65,9 @@ def sync(device: torch.device) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="gpt2-small", help="tiny, gpt2-small, ... or a GPTConfig JSON file")
-    p.add_argument("--context", type=int, default=256)
-    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--model", default="tiny", help="tiny, gpt2-small, ... or a GPTConfig JSON file")
+    p.add_argument("--context", type=int, default=None, help="tokens per window (default: the model's context)")
+    p.add_argument("--batch", type=int, default=TrainConfig.batch_size)
     p.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--steps", type=int, default=3, help="timed steps per repeat")
     p.add_argument("--repeats", type=int, default=5)
@@ -81,6 +84,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     model_config = model_config_from(args.model)
+    args.context = args.context or model_config.context_length
     if args.context > model_config.context_length:
         raise SystemExit(f"--context {args.context} exceeds the model's {model_config.context_length}")
     config = TrainConfig(batch_size=args.batch, max_length=args.context, dtype=DTYPES[args.dtype],

