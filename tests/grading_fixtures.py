@@ -27,6 +27,18 @@ def release_path(chapter: str) -> Path:
     return ROOT / "exercises" / chapter / f"{chapter}.ipynb"
 
 
+def answer_keys(chapter: str) -> dict[str, str]:
+    """Concept question -> its key, as the hidden test cells of solutions/ give them."""
+    from llmcourse.grading.grade import parse_check_calls
+
+    nb = json.loads(source(chapter).read_text())
+    calls = [c for cell in nb["cells"] if cell["cell_type"] == "code"
+             for c in parse_check_calls("".join(cell["source"]))]
+    keys = {c.check_id: c.answer for c in calls if c.answer is not None}
+    assert keys, f"no answer keys in {source(chapter)}"
+    return keys
+
+
 def full_points(chapter: str) -> dict[str, float]:
     """grade_id -> points of every grade cell of the source notebook."""
     nb = json.loads(source(chapter).read_text())
@@ -161,6 +173,10 @@ FIXTURES = [
     Fixture("infinite_loop", {"simplified_attention": "while True:\n    pass"}, SIMPLIFIED, "time limit"),
     Fixture("os_exit", {"q2": "import os\nos._exit(0)"}, tuple(FULL), "did not finish"),
     Fixture("huge_output", {"q1": 'print("x" * 60_000_000)\n\ndef q1():\n    return "c"'}),
+    # reads every notebook in reach and prints it into its own feedback, hunting for the key
+    Fixture("peek_notebook", {"q1": 'import glob\nfor name in glob.glob("**/*.ipynb", recursive=True):\n'
+                              '    print("PEEKED", name, open(name).read())\n\ndef q1():\n    return "a"'},
+            ("test_q1",), "not the right choice"),
     Fixture("huge_memory", {"simplified_attention": "big = torch.empty(5 * 2**30)\n\n"
                             "def simplified_attention(x):\n    return big"}, SIMPLIFIED, "memory"),
     # malformed files

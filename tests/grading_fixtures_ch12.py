@@ -20,6 +20,7 @@ from grading_fixtures import (  # noqa: E402
     Fixture,
     _drop_test,
     _edit_test,
+    answer_keys,
     full_points,
     release_path,
     source,
@@ -319,25 +320,20 @@ def grade_class(chapter: str, tmp: Path):
 
 
 def assert_feedback_hides_hidden_tests(chapter: str, out: Path) -> None:
-    from llmcourse.grading import checks
-
     pages = {p.parts[-3]: p.read_text() for p in (out / "feedback").rglob("*.html")}
     assert set(pages) == set(CLASS[chapter])
-    key = getattr(checks, f"checks_{chapter}").ANSWER_KEY
     for student, page in pages.items():
         assert "BEGIN HIDDEN TESTS" not in page and "cases=&quot;hidden" not in page, student
-        assert "ANSWER_KEY" not in page and str(key) not in page, student
+        assert "answer=" not in page, student
     wrong = CLASS[chapter][2]  # a typical mistake: its failing hidden check is named, with the hint
     fixture = next(f for f in FIXTURES[chapter] if f.name == wrong)
     assert "hidden case" in pages[wrong] and fixture.expect in pages[wrong], wrong
 
 
 def assert_release_clean(chapter: str) -> None:
-    from llmcourse.grading import checks
-
     text = release_path(chapter).read_text()
     assert "HIDDEN TESTS" not in text and "BEGIN SOLUTION" not in text and 'cases=\\"hidden\\"' not in text
-    for qid, letter in getattr(checks, f"checks_{chapter}").ANSWER_KEY.items():
+    for qid, letter in answer_keys(chapter).items():
         assert f'return \\"{letter}\\"\\n' not in text and f'return \\"{letter}\\"' + '"' not in text, qid
 
 

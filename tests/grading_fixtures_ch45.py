@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from grading_fixtures import _edit_test, full_points, release_path, source
+from grading_fixtures import _edit_test, answer_keys, full_points, release_path, source  # noqa: F401 (answer_keys: re-exported)
 
 
 @dataclass

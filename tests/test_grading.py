@@ -8,6 +8,7 @@ the notebook. All tests share one xdist group: they load the same 2 cores heavil
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -15,17 +16,29 @@ from pathlib import Path
 
 import pytest
 
+from llmcourse.grading.checks import REGISTRY, Check
 from llmcourse.grading.grade import build_gradebook, grade_assignment, grade_submission, load_assignment
 from llmcourse.grading.release import release
 from llmcourse.grading.sandbox import Limits, run_isolated
 
 sys.path.insert(0, str(Path(__file__).parent))
-from grading_fixtures import BY_NAME, FULL, RELEASE, ROOT, SOURCE, notebook_text, write_class  # noqa: E402
+from grading_fixtures import (  # noqa: E402
+    BY_NAME,
+    FULL,
+    RELEASE,
+    ROOT,
+    SOURCE,
+    answer_keys,
+    notebook_text,
+    release_path,
+    write_class,
+)
 
 pytestmark = pytest.mark.xdist_group("grading")
 LIMITS = Limits(wall_s=120, cell_s=8, output_bytes=256 * 1024)
 CLASS = ["solution", "release", "missing_sqrt", "mask_flipped", "softmax_dim", "heads_merged_wrong",
-         "edit_test", "delete_test", "huge_output", "os_exit", "invalid_json", "changed_metadata", "extra_cell"]
+         "edit_test", "delete_test", "huge_output", "os_exit", "peek_notebook", "invalid_json", "changed_metadata",
+         "extra_cell"]
 RUNNER_ONLY = [n for n in BY_NAME if n not in CLASS]
 
 
@@ -82,6 +95,7 @@ def test_feedback_hides_hidden_tests_and_answer_key(graded_class):
     assert set(pages) == set(CLASS)
     for student, page in pages.items():
         assert "BEGIN HIDDEN TESTS" not in page and 'cases="hidden"' not in page and "cases=&quot;hidden" not in page
+        assert "answer=" not in page, student
         assert 'return "c"' not in page or student in ("solution", "huge_output", "edit_test", "delete_test",
                                                         "missing_sqrt", "mask_flipped", "softmax_dim",
                                                         "heads_merged_wrong"), student  # their own answer
@@ -89,6 +103,18 @@ def test_feedback_hides_hidden_tests_and_answer_key(graded_class):
     assert "hidden case" in pages["mask_flipped"] and "a token sees the future" in pages["mask_flipped"]
     assert "Traceback" not in pages["mask_flipped"].split("hidden_causal_mask")[-1][:5000]
     assert "not a readable notebook" in pages["invalid_json"]
+    assert "PEEKED" in pages["peek_notebook"]  # it did print the notebook it ran in, without the hidden tests
+
+
+def test_answer_keys_are_only_in_the_hidden_tests_of_the_source():
+    """No file a student has (the package, the release) holds a concept question's key."""
+    assert "answer" not in {f.name for f in dataclasses.fields(Check)}
+    package = "\n".join(p.read_text() for p in (ROOT / "llmcourse").rglob("*.py"))
+    assert "ANSWER_KEY" not in package
+    for chapter in ("ch1", "ch2", "ch3", "ch4", "ch5"):
+        keys = answer_keys(chapter)
+        assert set(keys) == {i for i, c in REGISTRY.items() if c.choices and i.startswith(chapter)}, chapter
+        assert "answer=" not in release_path(chapter).read_text(), chapter
 
 
 @pytest.mark.slow
@@ -102,8 +128,8 @@ def test_huge_output_is_capped(graded_class):
 def test_release_has_no_hidden_tests_or_answers():
     text = RELEASE.read_text()
     assert "HIDDEN TESTS" not in text and "BEGIN SOLUTION" not in text and 'cases=\\"hidden\\"' not in text
-    assert 'return \\"c\\"' not in text and 'return \\"b\\"' not in text
-    assert "ANSWER_KEY" not in text
+    for letter in answer_keys("ch3").values():
+        assert f'return \\"{letter}\\"' not in text
 
 
 @pytest.mark.slow

@@ -17,8 +17,10 @@ if TYPE_CHECKING:
 __all__ = ["check", "run_check"]
 
 
-def run_check(check_id: str, fn: Callable, cases: str = "visible", seed: int | None = None) -> CheckResult:
-    """Call ``fn`` on the cases of ``check_id`` and judge every output (no printing, no raising)."""
+def run_check(check_id: str, fn: Callable, cases: str = "visible", seed: int | None = None,
+              answer: str | None = None) -> CheckResult:
+    """Call ``fn`` on the cases of ``check_id`` and judge every output (no printing, no raising).
+    ``answer``: a concept question's key, given only by its hidden test cell."""
     from .checks import CheckResult, get_check, judge, make_cases  # torch: imported on first use
 
     check = get_check(check_id)
@@ -37,7 +39,7 @@ def run_check(check_id: str, fn: Callable, cases: str = "visible", seed: int | N
             result.cases.append(_error_case(case.label, e))
             result.passed = False
             continue
-        outcome = judge(check, case, got, cases)
+        outcome = judge(check, case, got, cases, answer)
         result.cases.append(outcome)
         result.passed &= outcome.passed
     return result
@@ -49,12 +51,13 @@ def _error_case(label: str, error: BaseException):
     return CaseResult(label, False, f"raised {type(error).__name__}: {error}")
 
 
-def check(check_id: str, fn: Callable, cases: str = "visible") -> None:
+def check(check_id: str, fn: Callable, cases: str = "visible", answer: str | None = None) -> None:
     """Test cell helper: check ``fn`` against the reference, print the report, raise if wrong.
 
     >>> check("ch3.causal_mask", causal_mask)   # doctest: +SKIP
+    >>> check("ch3.q1", q1, cases="hidden", answer="c")   # a concept question's hidden test  # doctest: +SKIP
     """
-    result = run_check(check_id, fn, cases)
+    result = run_check(check_id, fn, cases, answer=answer)
     print(result.message)
     if not result.passed:
         raise AssertionError(result.message)

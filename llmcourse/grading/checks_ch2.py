@@ -11,7 +11,7 @@ import torch
 
 from ..generate import softmax_with_temperature, top_k_filter, top_p_filter
 from ..tokenizer import merge_pair, most_frequent_pair, pair_counts
-from .checks import Case, Check, Mistake, _quiz_cases, _randn, matches, register
+from .checks import Case, Check, Mistake, _randn, matches, register, register_quiz
 
 # Built-ins that do the whole softmax. ``Tensor.softmax`` cannot be replaced at run time
 # (it is a method of a C type), but the static scan flags any ``.softmax`` / ``.log_softmax``.
@@ -484,9 +484,4 @@ register(Check(
 
 # ---------------------------------------------------------------- concept questions
 
-# The answer key lives in the package, never in a notebook (see checks.ANSWER_KEY).
-ANSWER_KEY = {"ch2.q1": "b", "ch2.q2": "d", "ch2.q3": "a"}
-
-for _qid, _letter in ANSWER_KEY.items():
-    register(Check(id=_qid, function=_qid.split(".")[1], reference=lambda: None, cases=_quiz_cases,
-                   choices=("a", "b", "c", "d"), answer=_letter))
+register_quiz("ch2.q1", "ch2.q2", "ch2.q3")

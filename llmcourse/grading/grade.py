@@ -6,8 +6,8 @@ For one submission (``grade_submission``, run in a worker process):
    (JSON, nbformat, nbgrader metadata); a malformed one is rejected with a reason;
 2. restore test and given cells from the trusted source with nbgrader's preprocessors
    (checksums, ``OverwriteCells`` with ``add_missing_cells``);
-3. execute the restored notebook in a limited child process (``sandbox.run_isolated``),
-   only for the outputs the feedback shows;
+3. execute the restored notebook, hidden tests removed, in a limited child process
+   (``sandbox.run_isolated``), only for the outputs the feedback shows;
 4. run the answer runner in another child: the answer and given cells, then the named
    functions on inputs generated here with a fresh seed and sent after the student code
    ran; statically scan the answer cells for delegation;
@@ -51,10 +51,12 @@ HERE = Path(__file__).resolve().parent
 
 @dataclass(frozen=True)
 class CheckCall:
-    """``check("ch3.causal_mask", causal_mask, cases="hidden")`` in a trusted test cell."""
+    """``check("ch3.causal_mask", causal_mask, cases="hidden")`` in a trusted test cell
+    (``answer="c"``: a concept question's key, only ever in a hidden test)."""
 
     check_id: str
     kind: str  # "visible" or "hidden"
+    answer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,8 @@ def parse_check_calls(source: str) -> tuple[CheckCall, ...]:
     for node in ast.walk(ast.parse(source)):
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "check"
                 and node.args and isinstance(node.args[0], ast.Constant)):
-            kind = next((k.value.value for k in node.keywords if k.arg == "cases"), "visible")
-            calls.append(CheckCall(node.args[0].value, kind))
+            keywords = {k.arg: k.value.value for k in node.keywords if isinstance(k.value, ast.Constant)}
+            calls.append(CheckCall(node.args[0].value, keywords.get("cases", "visible"), keywords.get("answer")))
     return tuple(calls)
 
 
@@ -342,7 +344,7 @@ def run_answers(cells: list[dict], calls: list[CheckCall], scratch: Path, limits
             if "error" in out:
                 res.passed, res.reason = False, out["error"]
                 break
-            outcome = judge(check, case, _decode_output(out["output"], tensors), call.kind)
+            outcome = judge(check, case, _decode_output(out["output"], tensors), call.kind, call.answer)
             if call.kind == "hidden":  # say which hidden check failed and why, never its inputs' values
                 outcome.label = f"hidden case {i + 1}: {case.label}"
             res.cases.append(outcome)
@@ -357,6 +359,15 @@ def _note_sandbox(report: Report, result) -> None:
     report.sandboxed = result.sandboxed if first else report.sandboxed and result.sandboxed
     if first or not result.sandboxed:
         report.sandbox_note = result.note
+
+
+def without_hidden_tests(nb) -> nbformat.NotebookNode:
+    """The notebook the feedback run executes: hidden tests (and the answer keys in them)
+    removed, as code running there can read the notebook's file and print it into the
+    feedback. Nothing is lost: hidden checks are scored by the answer runner, not there."""
+    from nbgrader.preprocessors import ClearHiddenTests
+
+    return ClearHiddenTests().preprocess(copy.deepcopy(nb), {})[0]
 
 
 def execute_for_feedback(nb, scratch: Path, limits: Limits,
@@ -429,7 +440,7 @@ def grade_submission(path: str | Path, student: str, assignment: Assignment, lim
         score_cells(assignment, results, report)
         executed = nb
         if execute:
-            executed, error = execute_for_feedback(nb, scratch, limits, report)
+            executed, error = execute_for_feedback(without_hidden_tests(nb), scratch, limits, report)
             if error:
                 report.notes.append(f"running the notebook for feedback: {error}")
         annotate(executed, report)
