@@ -1,10 +1,13 @@
-"""Benchmark the trusted grading pipeline on the ch3 pilot.
+"""Benchmark the trusted grading pipeline.
 
     python benchmarks/bench_grading.py [--students N]
     python benchmarks/bench_grading.py --sandbox [--students N] [--repeats R]
 
-1. One student's notebook: time of ``grade_submission`` (answer runner + notebook execution).
-2. A class of N copies of the solution graded with ``grade_assignment`` with --jobs 1 and 2.
+Default:
+1. One student: the five assignments (ch1-ch5, the solution notebooks as submissions),
+   each graded as ``llmcourse grade chN`` does (``grade_assignment``: answer runner,
+   notebook execution for feedback, gradebook, feedback HTML, CSV), one after the other.
+2. A class of N copies of the ch3 solution graded with --jobs 1 and --jobs 2.
 
 With ``--sandbox``: what the bubblewrap sandbox adds, side by side in one run (the two
 sides interleaved, medians of R repeats): one sandboxed start (``run_isolated`` of an empty
@@ -63,17 +66,32 @@ def compare_sandbox(args, tmp: Path, trusted, path: Path) -> None:
                 f"class of {args.students}, --jobs 2": lambda: grade_assignment(
                     "ch3", tmp / "submitted", tmp / "out", jobs=2, limits=limits, log=lambda *a: None)}
     print(f"sandbox: {sandbox.find_bwrap()}; medians of {args.repeats} interleaved repeats")
-    print(f"| measurement | sandboxed s | not sandboxed s | sandbox adds s |")
+    print("| measurement | sandboxed s | not sandboxed s | sandbox adds s |")
     print("|---|---:|---:|---:|")
     for label, fn in measures.items():
-        repeats = args.repeats if not label.startswith("class") else max(1, args.repeats // 3)
         on, off = [], []
-        for _ in range(repeats):
+        for _ in range(args.repeats):
             on.append(timed(fn))
             with unsandboxed():
                 off.append(timed(fn))
         a, b = statistics.median(on), statistics.median(off)
         print(f"| {label} | {a:.2f} | {b:.2f} | {a - b:+.2f} |", flush=True)
+
+
+def one_student(tmp: Path) -> None:
+    """All five assignments of one student, each graded as ``llmcourse grade chN`` does."""
+    total = 0.0
+    for chapter in ("ch1", "ch2", "ch3", "ch4", "ch5"):
+        target = tmp / "one" / chapter / "submitted" / "student" / chapter / f"{chapter}.ipynb"
+        target.parent.mkdir(parents=True)
+        shutil.copyfile(ROOT / "solutions" / chapter / f"{chapter}.ipynb", target)
+        reports = []
+        seconds = timed(lambda: reports.extend(grade_assignment(
+            chapter, target.parents[2], tmp / "one" / chapter / "out", jobs=1, log=lambda *a: None)))
+        total += seconds
+        print(f"one student, {chapter}: {seconds:.1f} s, score {reports[0].score:g} / {reports[0].max_score:g}",
+              flush=True)
+    print(f"one student, all five assignments: {total:.1f} s", flush=True)
 
 
 def main() -> None:
@@ -90,22 +108,16 @@ def main() -> None:
         if args.sandbox:
             compare_sandbox(args, tmp, trusted, path)
             return
-        for execute in (False, True):
-            start = time.perf_counter()
-            report, _ = grade_submission(path, "bench", trusted, Limits(), execute=execute)
-            label = "answer runner + notebook execution" if execute else "answer runner only"
-            print(f"one notebook ({label}): {time.perf_counter() - start:.1f} s, score {report.score:g}")
+        one_student(tmp)
         for n in range(args.students):
             target = tmp / "submitted" / f"student{n:02d}" / "ch3" / "ch3.ipynb"
             target.parent.mkdir(parents=True)
             shutil.copyfile(path, target)
         for jobs in (1, 2):
-            start = time.perf_counter()
-            grade_assignment("ch3", tmp / "submitted", tmp / f"out{jobs}", jobs=jobs, log=lambda *a: None)
-            seconds = time.perf_counter() - start
-            print(f"class of {args.students} with --jobs {jobs}: {seconds:.1f} s "
-                  f"({seconds / args.students:.1f} s per notebook, gradebook + feedback + CSV included)")
-
+            seconds = timed(lambda: grade_assignment("ch3", tmp / "submitted", tmp / f"out{jobs}", jobs=jobs,
+                                                     log=lambda *a: None))
+            print(f"class of {args.students} (ch3) with --jobs {jobs}: {seconds:.1f} s "
+                  f"({seconds / args.students:.2f} s per notebook, gradebook + feedback + CSV included)", flush=True)
 
 if __name__ == "__main__":
     main()

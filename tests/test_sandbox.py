@@ -2,8 +2,8 @@
 
 One ``grade_assignment`` call grades two honest submissions (the ch3 solution and a typical
 mistake) with one submission per attack: reading the instructor's source notebooks, writing
-the gradebook, the network, a fork bomb, memory, a huge file, 60 MB printed on one line,
-sleeping past the time limit. The attackers know the instructor's paths (the repository,
+the gradebook, the network, a fork bomb, memory, a huge file, filling the disk with
+files under the size limit, 60 MB printed on one line, sleeping past the time limit. The attackers know the instructor's paths (the repository,
 the gradebook): the test writes them into their code. Each attack must get nothing, with a
 reason, and the honest students' grades must be exactly those of a class graded without the
 attackers. Also: what a sandboxed process can see, and what happens without bubblewrap.
@@ -158,6 +158,18 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout=0.0, training=False
     return q, q
 '''
 
+FILL_DISK = '''
+chunk = b"x" * 2**20
+for n in range(40):  # 40 files of 60 MB, each under the file size limit: 2.4 GB in all
+    with open(f"fill{n}.bin", "wb") as f:
+        for _ in range(60):
+            f.write(chunk)
+print("the disk took it all")
+''' + '''
+def simplified_attention(x):
+    return x, x
+'''
+
 HUGE_PRINT = 'print("x" * 60_000_000)\n\ndef q1():\n    return "c"'
 
 SLEEPER = '''
@@ -183,6 +195,7 @@ def attackers(port: int, db: Path) -> list[Fixture]:
                 "fork bomb stopped after"),
         Fixture("attack_memory", {"heads": MEMORY}, HEADS + MHA, "allocate"),
         Fixture("attack_huge_file", {"scaled_dot_product_attention": HUGE_FILE}, SDPA + MHA, "File too large"),
+        Fixture("attack_fill_disk", {"simplified_attention": FILL_DISK}, tuple(FULL), "disk limit"),
         Fixture("attack_print", {"q1": HUGE_PRINT}, (), ""),  # harmless once capped: full marks
         Fixture("attack_sleep", {"q1": SLEEPER}, tuple(FULL), "time limit"),
     ]
@@ -263,7 +276,8 @@ def autograded(out: Path, student: str) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["attack_solutions", "attack_gradebook", "attack_network", "attack_fork_bomb",
-                                  "attack_memory", "attack_huge_file", "attack_print", "attack_sleep"])
+                                  "attack_memory", "attack_huge_file", "attack_fill_disk", "attack_print",
+                                  "attack_sleep"])
 def test_attack_gets_nothing_with_a_reason(graded, name):
     report, fixture = graded["reports"][name], graded["attacks"][name]
     got = {c.grade_id: c.score for c in report.cells}
@@ -368,6 +382,13 @@ print(json.dumps(seen))
     assert all(seen[p] != "written" for p in ["/usr/x", "/opt/venv/x", "/etc/x", "/x"]), seen
     assert seen["llmcourse"] is False and seen["net"] is False
     assert (scratch / "out.txt").read_text() == "ok"
+
+
+def test_too_many_files_stop_the_sandbox(tmp_path):
+    make_files = "for n in range(100_000):\n    open(f'f{n}', 'w').close()\nprint('all made')"
+    result = run_isolated([sys.executable, "-c", make_files], tmp_path, Limits(wall_s=60, disk_files=1000))
+    assert "more than 1,000 files" in result.reason and b"all made" not in result.stdout
+    assert len(list(tmp_path.iterdir())) < 100_000
 
 
 def test_missing_bwrap_refuses_and_flag_runs_unsandboxed(tmp_path, monkeypatch):

@@ -23,6 +23,9 @@
   a user namespace (uid 1000 inside).
 * **Limits** (set by the launcher, inside): address space, CPU time, processes, file
   size; a wall-clock timeout that kills the whole sandbox; output kept up to a byte cap.
+  From outside, the scratch folder's total size and number of files are measured five
+  times a second and the sandbox is killed when they pass ``disk_bytes`` / ``disk_files``
+  (so it can overshoot by what it writes in 0.2 s, each file still capped at ``file_bytes``).
 
 Where bwrap is missing or cannot start (macOS, Windows, a container without user
 namespaces), ``run_isolated`` raises ``SandboxUnavailable`` with the reason, unless
@@ -55,6 +58,7 @@ GRADER = "/opt/grader"
 STUB = GRADER + "/stub"
 SANDBOX_UID = 1000  # inside a user namespace (bwrap started by a normal user)
 HOST_UID_RANGE = (2_000_000, 2**24)  # fresh host uid per run (bwrap started by root)
+DISK_POLL_S = 0.2  # how often the scratch folder's size is measured
 
 
 class SandboxUnavailable(RuntimeError):
@@ -76,6 +80,8 @@ class Limits:
     file_bytes: int = 64 * 2**20  # largest file the child may write
     output_bytes: int = 1 * 2**20  # stdout and stderr kept, each
     tmp_bytes: int = 512 * 2**20  # size of the sandbox's /tmp (and of /dev/shm), held in memory
+    disk_bytes: int = 256 * 2**20  # total size of the scratch folder (workdir)
+    disk_files: int = 10_000  # files and folders in it
     allow_unsandboxed: bool = False
 
 
@@ -283,11 +289,15 @@ def _run(bwrap: str | None, argv: list[str], workdir: Path, limits: Limits, stdi
                                                         deadline), daemon=True)]
         for t in threads:
             t.start()
-        timed_out = False
-        try:
-            proc.wait(timeout=max(deadline - time.monotonic(), 0))
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        timed_out, over_disk = False, ""
+        while proc.poll() is None and not over_disk:
+            try:
+                proc.wait(timeout=min(DISK_POLL_S, max(deadline - time.monotonic(), 0)))
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    timed_out = True
+                    break
+                over_disk = _disk_problem(workdir, limits)
         _kill_group(proc.pid)  # also whatever it left running (a kernel, a fork)
         proc.wait()
         for t in threads:
@@ -296,7 +306,9 @@ def _run(bwrap: str | None, argv: list[str], workdir: Path, limits: Limits, stdi
     signum = -code if code is not None and code < 0 else None
     if bwrap is not None and code is not None and code > 128:  # bwrap reports a signal as 128 + its number
         signum = code - 128
-    if timed_out:
+    if over_disk:
+        reason = over_disk
+    elif timed_out:
         reason = f"time limit: stopped after {limits.wall_s:g} s"
     elif signum is not None:
         try:
@@ -312,6 +324,27 @@ def _run(bwrap: str | None, argv: list[str], workdir: Path, limits: Limits, stdi
     sandboxed = bwrap is not None
     return Result(code, b"".join(out), b"".join(err), timed_out, reason, sandboxed,
                   SANDBOX_NOTE if sandboxed else UNSANDBOXED_NOTE)
+
+
+def _disk_problem(workdir: Path, limits: Limits) -> str:
+    """Why the scratch folder is over its limits ("" if it is not); stops counting early."""
+    used, count, stack = 0, 0, [workdir]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    count += 1
+                    if count > limits.disk_files:
+                        return f"disk limit: more than {limits.disk_files:,} files in its folder"
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    else:
+                        used += entry.stat(follow_symlinks=False).st_blocks * 512
+                        if used > limits.disk_bytes:
+                            return f"disk limit: its folder grew past {limits.disk_bytes / 2**20:g} MB"
+        except OSError:
+            continue  # removed or unreadable meanwhile: counted next time
+    return ""
 
 
 def _drain(stream, cap: int, sink: list[bytes]) -> None:
