@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from llmcourse.grading.checks import REGISTRY, Check
+from llmcourse.grading.checks import REGISTRY, Check, compare
 from llmcourse.grading.grade import build_gradebook, grade_assignment, grade_submission, load_assignment
 from llmcourse.grading.release import release
 from llmcourse.grading.sandbox import Limits, run_isolated
+from llmcourse.grading.scan import scan_cell
 
 sys.path.insert(0, str(Path(__file__).parent))
 from grading_fixtures import (  # noqa: E402
@@ -196,3 +197,47 @@ def test_cli_check_student_notebook(tmp_path):
 
 def test_source_is_the_solution():
     assert SOURCE.exists() and "BEGIN HIDDEN TESTS" in SOURCE.read_text()
+
+
+F3 = ("torch.nn.functional.scaled_dot_product_attention", "torch.nn.MultiheadAttention")
+F4 = ("torch.nn.functional.gelu", "torch.nn.functional.layer_norm", "torch.optim.Adam")
+
+
+@pytest.mark.parametrize("source, forbidden", [
+    ("import llmcourse as x", F3),
+    ("from llmcourse.attention import causal_mask", F3),
+    ("y = __import__('llm' + 'course')", F3),
+    ("import importlib\nm = importlib.import_module('llm' 'course')", F3),
+    ("import torch.nn.functional as F\ny = F.scaled_dot_product_attention(q, k, v)", F3),
+    ("g = getattr(F, 'scaled_dot_' 'product_attention')", F3),
+    ("g = getattr(F, 'noitnetta_tcudorp_tod_delacs'[::-1])", F3),
+    ("g = getattr(F, 'ge' + 'lu')", F4),
+    ("from torch.nn.functional import gelu as g", F4),
+    ("act = torch.nn.GELU()", F4),
+    ("g = getattr(F, 'torch.nn.functional.gelu'.split('.')[-1])", F4),
+    ("opt = torch.optim.Adam(params)", F4),
+])
+def test_scan_finds_delegation(source, forbidden):
+    assert scan_cell(source, forbidden)
+
+
+@pytest.mark.parametrize("source, forbidden", [
+    ("print('my gelu output:', y)", F4),
+    ("eps = cfg.layer_norm_eps", F4),
+    ("stats = {'gelu_out': y.mean()}", F4),
+    ("print(f'GELU at {x}: {y}')", F4),
+    ('def gelu(x):\n    """Like F.gelu, but by hand."""\n    return x', F4),
+    ("adam_state = {}\nprint('Adam would do this for us')", F4),
+    ("print('softmax of the scores')", F3),
+])
+def test_scan_leaves_honest_text_alone(source, forbidden):
+    """Naming a built-in in a message, a key or a config field is not delegation."""
+    assert scan_cell(source, forbidden) == []
+
+
+def test_float_outputs_compared_within_the_tolerance():
+    assert compare(0.1 + 0.2, 0.3, rtol=1e-9, atol=0) is None
+    assert compare(2.0, 2, rtol=0, atol=0) is None  # an int is fine for a float
+    assert "expected 0.5, got 0.6" in compare(0.5, 0.6, rtol=1e-5, atol=1e-6)
+    assert compare(1.0, True, rtol=0, atol=0) is not None
+

@@ -144,7 +144,8 @@ def compare(expected: Output, got: Output, rtol: float, atol: float, what: str =
     """None when ``got`` matches ``expected``; otherwise one line saying what differs.
 
     Tensors must match in shape and dtype, and in value within ``atol + rtol * |expected|``
-    (bool and integer tensors exactly). Tuples are compared element by element.
+    (bool and integer tensors exactly); a Python float within the same tolerance (an int
+    is accepted for it). Tuples are compared element by element.
     """
     if isinstance(expected, torch.Tensor):
         if not isinstance(got, torch.Tensor):
@@ -169,6 +170,10 @@ def compare(expected: Output, got: Output, rtol: float, atol: float, what: str =
             if problem:
                 return problem
         return None
+    if isinstance(expected, float) and isinstance(got, (float, int)) and not isinstance(got, bool):
+        if math.isclose(got, expected, rel_tol=rtol, abs_tol=atol) or (math.isnan(got) and math.isnan(expected)):
+            return None
+        return f"{what}: expected {expected!r}, got {got!r} (tolerance atol={atol:g}, rtol={rtol:g})"
     if type(got) is not type(expected) or got != expected:
         return f"{what}: expected {_describe(expected)}, got {_describe(got)}"
     return None

@@ -2,10 +2,12 @@
 
 The answer runner already makes both fail at run time; the scan catches them even when
 the call sits on a path the tests do not take, and names the reason in the feedback.
-It looks at names, attributes, imports and string constants (also strings glued
-together with ``+``, ``join``, f-strings or reversed), which covers ``import llmcourse
-as x``, ``importlib.import_module("llm" + "course")``, ``__import__(...)`` and
-``getattr(F, "scaled_dot_" "product_attention")``.
+It looks for the banned names as whole names: attributes (``F.gelu``), imported modules
+and names (``import llmcourse as x``), and string constants that look like a name or a
+dotted path (``getattr(F, "scaled_dot_" "product_attention")``, ``"uleg"[::-1]``), plus a
+banned name spread over several such strings (``__import__("llm" + "course")``).
+Ordinary text is left alone: ``print("my gelu output:", y)``, ``cfg.layer_norm_eps`` or a
+key ``"gelu_out"`` is not delegation and costs no points.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import ast
 import re
 
 _SQUASH = re.compile(r"[^a-z0-9]")
+_NAME_LIKE = re.compile(r"[A-Za-z0-9_.]+")  # a string that could be a name or a dotted path
 
 
 def _squash(text: str) -> str:
@@ -56,11 +59,12 @@ def scan_cell(source: str, forbidden: tuple[str, ...]) -> list[str]:
         banned[_squash(name)] = f"uses {name}, which is not allowed in this exercise: write it by hand"
     found: dict[str, str] = {}
 
-    def flag(text: str) -> None:
-        squashed = _squash(text)
-        for key, reason in banned.items():
-            if key in squashed or key in squashed[::-1]:
-                found.setdefault(key, reason)
+    def flag(name: str) -> None:
+        """``name``: one identifier or a dotted path; any part equal to a banned name counts."""
+        for part in name.split("."):
+            for squashed in (_squash(part), _squash(part)[::-1]):
+                if squashed in banned:
+                    found.setdefault(squashed, banned[squashed])
 
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute):
@@ -72,10 +76,14 @@ def scan_cell(source: str, forbidden: tuple[str, ...]) -> list[str]:
                 flag(alias.name)
             if isinstance(node, ast.ImportFrom) and node.module:
                 flag(node.module)
-    strings = _strings(tree)
-    for text in strings:
+    names = [text.strip() for text in _strings(tree) if _NAME_LIKE.fullmatch(text.strip())]
+    for text in names:
         flag(text)
-    flag("".join(strings))  # pieces glued together at run time
+    glued = _squash("".join(names))  # pieces glued together at run time
+    for key, reason in banned.items():
+        if (key in glued or key in glued[::-1]) and not any(key in _squash(t) or key in _squash(t)[::-1]
+                                                             for t in names):
+            found.setdefault(key, reason)
     return list(found.values())
 
 
