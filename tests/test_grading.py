@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from llmcourse.grading import run_check
 from llmcourse.grading.checks import REGISTRY, Check, compare
 from llmcourse.grading.grade import build_gradebook, grade_assignment, grade_submission, load_assignment
 from llmcourse.grading.release import release
@@ -240,4 +242,13 @@ def test_float_outputs_compared_within_the_tolerance():
     assert compare(2.0, 2, rtol=0, atol=0) is None  # an int is fine for a float
     assert "expected 0.5, got 0.6" in compare(0.5, 0.6, rtol=1e-5, atol=1e-6)
     assert compare(1.0, True, rtol=0, atol=0) is not None
+
+
+def test_in_notebook_check_is_not_fooled_by_writing_into_the_inputs():
+    """The reference gets its own copy of the inputs: zeroing them in place does not help."""
+    def sneaky(x):
+        x.zero_()  # what simplified attention gives for an all-zero input, whatever x was:
+        return torch.zeros_like(x), torch.full((x.shape[0], x.shape[0]), 1 / x.shape[0])
+    result = run_check("ch3.simplified_attention", sneaky)
+    assert not result.passed, result.message
 

@@ -19,6 +19,7 @@ function and the mistakes, and ``register(Check(...))``. See ``README.md``.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -204,10 +205,10 @@ def diagnose(check: Check, case: Case, got: Output) -> str | None:
     A mistake only counts when it differs from the reference on this case, so a hint
     is never given for a case that cannot tell them apart.
     """
-    expected = check.reference(*_clone(case.args))
+    expected = check.reference(*clone_args(case.args))
     for mistake in check.mistakes:
         try:
-            wrong = mistake.fn(*_clone(case.args))
+            wrong = mistake.fn(*clone_args(case.args))
         except Exception:
             continue
         if not matches(expected, wrong, check.rtol, check.atol) and matches(wrong, got, check.rtol, check.atol):
@@ -215,9 +216,10 @@ def diagnose(check: Check, case: Case, got: Output) -> str | None:
     return None
 
 
-def _clone(args: tuple) -> tuple:
-    """Fresh copies, so a function that writes into its inputs cannot affect the next call."""
-    return tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+def clone_args(args: tuple) -> tuple:
+    """Fresh copies (tensors, lists, dicts, modules alike), so a function that writes into
+    its inputs cannot change what the next call, the reference's included, receives."""
+    return copy.deepcopy(args)
 
 
 def judge(check: Check, case: Case, got: Output, kind: str, answer: str | None = None) -> CaseResult:
@@ -232,7 +234,7 @@ def judge(check: Check, case: Case, got: Output, kind: str, answer: str | None =
             raise ValueError(f"the hidden check of {check.id} needs answer= one of {check.choices}, got {answer!r}")
         ok = isinstance(got, str) and got == answer
         return CaseResult(case.label, ok, "" if ok else "not the right choice")
-    expected = check.reference(*_clone(case.args))
+    expected = check.reference(*clone_args(case.args))
     problem = compare(expected, got, check.rtol, check.atol)
     if problem is None:
         return CaseResult(case.label, True)
