@@ -14,9 +14,11 @@ import csv
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -339,14 +341,12 @@ def test_output_capped_and_time_limit(graded):
     assert sleeper.seconds < 2 * LIMITS.wall_s + 60  # killed at the wall limit, not left running
 
 
-def test_sandbox_sees_only_its_scratch_folder(tmp_path):
-    """What a sandboxed process can reach, checked from inside."""
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    (scratch / "mine.txt").write_text("mine")
-    secret = tmp_path / "secret.txt"
-    secret.write_text("secret")
-    probe = f'''
+UNPRIVILEGED = 65534  # nobody
+
+
+def _probe(tmp_path: Path, scratch: Path, secret: Path) -> str:
+    """Python code that reports, as JSON, what it can reach from inside the sandbox."""
+    return f'''
 import json, os, socket
 seen = {{"uid": os.getuid(), "work": sorted(os.listdir("/work")), "root": sorted(os.listdir("/"))}}
 for path in [{str(ROOT)!r}, {str(SOURCE)!r}, {str(secret)!r}, {str(tmp_path)!r}, "/home", "/root/.ssh", "/etc/shadow"]:
@@ -371,17 +371,76 @@ except OSError:
     seen["net"] = False
 print(json.dumps(seen))
 '''
-    result = run_isolated([sys.executable, "-I", "-c", probe], scratch, Limits(wall_s=60))
-    assert result.returncode == 0 and result.sandboxed, result.stderr.decode()[-2000:]
-    seen = json.loads(result.stdout)
+
+
+def _assert_isolated(seen: dict, tmp_path: Path, scratch: Path, secret: Path) -> None:
     assert seen["uid"] != 0 and seen["work"] == ["mine.txt"]
     assert set(seen["root"]) <= {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "opt", "root",
                                  "dev", "proc", "tmp", "work"}, seen["root"]
     for path in [str(ROOT), str(SOURCE), str(secret), str(tmp_path), "/home", "/root/.ssh", "/etc/shadow"]:
         assert seen[path] is False, path
-    assert all(seen[p] != "written" for p in ["/usr/x", "/opt/venv/x", "/etc/x", "/x"]), seen
+    assert all(seen[p] != "written" for p in ["/usr/x", "/opt/venv/x", "/etc/x", "/x"]), {p: seen[p] for p in ["/usr/x", "/opt/venv/x", "/etc/x", "/x"]}
     assert seen["llmcourse"] is False and seen["net"] is False
     assert (scratch / "out.txt").read_text() == "ok"
+
+
+def _scratch(tmp_path: Path) -> tuple[Path, Path]:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "mine.txt").write_text("mine")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret")
+    return scratch, secret
+
+
+def test_sandbox_sees_only_its_scratch_folder(tmp_path):
+    """What a sandboxed process can reach, checked from inside."""
+    scratch, secret = _scratch(tmp_path)
+    result = run_isolated([sys.executable, "-I", "-c", _probe(tmp_path, scratch, secret)], scratch, Limits(wall_s=60))
+    assert result.returncode == 0 and result.sandboxed, result.stderr.decode()[-2000:]
+    _assert_isolated(json.loads(result.stdout), tmp_path, scratch, secret)
+
+
+@pytest.fixture
+def shared_tmp():
+    """A folder in /tmp that another user can enter (pytest's tmp_path is private to us)."""
+    path = Path(tempfile.mkdtemp(prefix="llmcourse-unprivileged-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_sandbox_started_by_an_unprivileged_user(shared_tmp):
+    """The other way bwrap runs: started by a normal user, it isolates through a user
+    namespace (as root, grading takes the setuid-launcher way, tested everywhere else).
+    As root, this test drops to ``nobody`` first; as a normal user it is already there."""
+    tmp_path = shared_tmp
+    scratch, secret = _scratch(tmp_path)
+    secret.chmod(0o600)
+    # The unprivileged user runs the system's Python (the test's own may live in root's home,
+    # out of its reach) and loads sandbox.py by path: it needs only the standard library.
+    python = shutil.which("python3", path="/usr/bin:/usr/local/bin") or sys.executable
+    grader = tmp_path / "grader.py"
+    grader.write_text(
+        "import importlib.util, json, os, sys\n"
+        f"spec = importlib.util.spec_from_file_location('sandbox', {str(ROOT / 'llmcourse/grading/sandbox.py')!r})\n"
+        "sandbox = sys.modules['sandbox'] = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(sandbox)\n"
+        f"r = sandbox.run_isolated([sys.executable, '-I', '-c', {_probe(tmp_path, scratch, secret)!r}],\n"
+        f"                         {str(scratch)!r}, sandbox.Limits(wall_s=60))\n"
+        "print(json.dumps({'uid': os.geteuid(), 'rc': r.returncode, 'sandboxed': r.sandboxed,\n"
+        "                  'stdout': r.stdout.decode(), 'stderr': r.stderr.decode()[-2000:]}))\n")
+    command = [python, str(grader)]
+    if os.geteuid() == 0:
+        for path in (tmp_path, scratch, *scratch.iterdir(), grader):
+            os.chown(path, UNPRIVILEGED, UNPRIVILEGED)
+        command = ["setpriv", f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups", *command]
+    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HOME": str(tmp_path)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    outer = json.loads(run.stdout.strip().splitlines()[-1])
+    assert outer["uid"] != 0 and outer["rc"] == 0 and outer["sandboxed"], outer["stderr"]
+    _assert_isolated(json.loads(outer["stdout"]), tmp_path, scratch, secret)
 
 
 def test_too_many_files_stop_the_sandbox(tmp_path):

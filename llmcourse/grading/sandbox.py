@@ -231,7 +231,9 @@ def _bwrap_argv(bwrap: str, argv: list[str], workdir: Path, limits: Limits, supp
             inner.append(inside)
         else:
             inner.append(arg)
-    cmd += ["--bind", str(workdir), WORK, "--chdir", WORK, "--clearenv"]
+    # Last, the root itself read-only: in a user namespace the sandbox's uid owns bwrap's root
+    # tmpfs, and files written there would use memory outside every limit.
+    cmd += ["--bind", str(workdir), WORK, "--remount-ro", "/", "--chdir", WORK, "--clearenv"]
     variables = {"PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin", "HOME": WORK, "USER": "student",
                  "LOGNAME": "student", "LANG": "C.UTF-8", "TMPDIR": "/tmp", "PYTHONDONTWRITEBYTECODE": "1",
                  "PYTHONPATH": STUB, "MPLCONFIGDIR": "/tmp/matplotlib", "IPYTHONDIR": "/tmp/ipython",
