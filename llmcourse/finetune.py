@@ -35,11 +35,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from .data import read_text
 from .generate import generate_text
-from .model import GPT, GPTConfig, next_token_loss, resolve_device
+from .model import IGNORE_INDEX, GPT, GPTConfig, resolve_device
 from .weights import atomic_write_bytes, save_model
 
 PAD_ID = 50256  # GPT-2 has no padding token: its <|endoftext|> doubles as one
-IGNORE_INDEX = -100  # targets equal to this are left out of the loss (PyTorch's default)
 SPAM_LABELS = ("ham", "spam")  # class 0 and class 1
 
 LossFn = Callable[[nn.Module, Sequence[torch.Tensor]], torch.Tensor]
@@ -495,9 +494,10 @@ def instruction_dataloader(records: Sequence[Mapping], tokenizer, batch_size: in
 
 def instruction_loss(model: GPT, batch: Sequence[torch.Tensor]) -> torch.Tensor:
     """Chapter 5: the pretraining loss (``next_token_loss``) on an ``instruction_collate`` batch;
-    the ignore_index targets (padding, masked prompts) do not count."""
+    the ignore_index targets (padding, masked prompts) do not count. Computed by the model
+    from its hidden states (``linear_cross_entropy``)."""
     inputs, targets = (t.to(model.device) for t in batch)
-    return next_token_loss(model(inputs), targets, ignore_index=IGNORE_INDEX)
+    return model(inputs, targets=targets)
 
 
 def generate_responses(model: GPT, tokenizer, records: Sequence[Mapping], max_new_tokens: int = 256,

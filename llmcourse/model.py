@@ -327,7 +327,10 @@ class GPT(nn.Module):
         return (logits, maps) if return_attention else logits
 
 
-def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+IGNORE_INDEX = -100  # targets equal to this are left out of the loss (PyTorch's default)
+
+
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Chapter 4: the pretraining objective, cross-entropy of the next token.
 
     logits (B, T, V), targets (B, T) where targets[:, t] is the token after
@@ -389,7 +392,7 @@ class LinearCrossEntropy(torch.autograd.Function):
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         ignore_index: int = -100) -> torch.Tensor:
+                         ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Chapter 4 (fast path): the mean next-token loss straight from the final hidden
     states (B, T, d) and the output matrix (V, d); equals ``next_token_loss(hidden @
     weight.T, targets)`` (a test checks it) but uses far less memory and time. Chunks
