@@ -418,12 +418,14 @@ def test_sandbox_started_by_an_unprivileged_user(shared_tmp):
     scratch, secret = _scratch(tmp_path)
     secret.chmod(0o600)
     # The unprivileged user runs the system's Python (the test's own may live in root's home,
-    # out of its reach) and loads sandbox.py by path: it needs only the standard library.
+    # out of its reach) and a copy of sandbox.py (the checkout may be out of its reach too):
+    # it needs only the standard library.
     python = shutil.which("python3", path="/usr/bin:/usr/local/bin") or sys.executable
+    shutil.copyfile(ROOT / "llmcourse" / "grading" / "sandbox.py", tmp_path / "sandbox.py")
     grader = tmp_path / "grader.py"
     grader.write_text(
         "import importlib.util, json, os, sys\n"
-        f"spec = importlib.util.spec_from_file_location('sandbox', {str(ROOT / 'llmcourse/grading/sandbox.py')!r})\n"
+        f"spec = importlib.util.spec_from_file_location('sandbox', {str(tmp_path / 'sandbox.py')!r})\n"
         "sandbox = sys.modules['sandbox'] = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(sandbox)\n"
         f"r = sandbox.run_isolated([sys.executable, '-I', '-c', {_probe(tmp_path, scratch, secret)!r}],\n"
@@ -432,7 +434,7 @@ def test_sandbox_started_by_an_unprivileged_user(shared_tmp):
         "                  'stdout': r.stdout.decode(), 'stderr': r.stderr.decode()[-2000:]}))\n")
     command = [python, str(grader)]
     if os.geteuid() == 0:
-        for path in (tmp_path, scratch, *scratch.iterdir(), grader):
+        for path in (tmp_path, scratch, *scratch.iterdir(), grader, tmp_path / "sandbox.py"):
             os.chown(path, UNPRIVILEGED, UNPRIVILEGED)
         command = ["setpriv", f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups", *command]
     run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120,
