@@ -188,6 +188,27 @@ def test_linear_cross_entropy_equals_the_lesson_loss(n_rows, d):
         linear_cross_entropy(hidden, weight, targets[0])
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_linear_cross_entropy_under_autocast(dtype):
+    """The GPU path (chapter 4: bf16/fp16 autocast): same loss as the plain path computed
+    under the same autocast, fp32 gradients for fp32 weights, and an outer scale (fp16's
+    GradScaler multiplies the loss by 2**16) reaching the gradients unrounded."""
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(2, 24, 16, generator=g, requires_grad=True)
+    weight = (0.1 * torch.randn(300, 16, generator=g)).requires_grad_()
+    targets = torch.randint(0, 300, (2, 24), generator=g)
+    results = []
+    for fused in (False, True):
+        with torch.autocast("cpu", dtype=dtype):
+            loss = linear_cross_entropy(hidden, weight, targets) if fused else next_token_loss(hidden @ weight.T, targets)
+        (loss * 2.0**16).backward()
+        results.append((loss.detach().float(), hidden.grad / 2**16, weight.grad / 2**16))
+        assert loss.dtype == torch.float32 and weight.grad.dtype == torch.float32
+        hidden.grad = weight.grad = None
+    for plain, fast in zip(*results):
+        torch.testing.assert_close(fast, plain, rtol=2e-2, atol=1e-4)
+
+
 def test_gpt_forward_with_targets_gives_the_loss_and_its_gradients():
     torch.manual_seed(0)
     model = GPT(tiny())
