@@ -365,6 +365,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         exact = torch.promote_types(weight.dtype, torch.float32)  # sums in fp32 (or fp64) at least
         loss = torch.zeros((), device=hidden.device, dtype=exact)
         grad_hidden, grad_weight = torch.empty_like(hidden), None
+        in_place = not torch.is_autocast_enabled(hidden.device.type)  # addmm_ would skip autocast
         for s in range(0, hidden.size(0), chunk):
             h, t, keep = hidden[s:s + chunk], safe[s:s + chunk], counted[s:s + chunk]
             logits = (h @ weight.T).to(exact)  # (chunk, V); autocast may have computed it in bf16
@@ -377,8 +378,10 @@ class LinearCrossEntropy(torch.autograd.Function):
             grad_hidden[s:s + chunk] = probs @ weight
             if grad_weight is None:
                 grad_weight = (probs.T @ h).to(exact)
+            elif in_place:
+                grad_weight.addmm_(probs.T, h)  # one pass over grad_weight
             else:
-                grad_weight.addmm_(probs.T.to(exact), h.to(exact))
+                grad_weight += probs.T @ h  # the product in bf16/fp16 like every other matmul
         ctx.save_for_backward(grad_hidden, grad_weight, n)
         ctx.weight_dtype = weight.dtype
         return loss / n

@@ -205,8 +205,8 @@ def test_linear_cross_entropy_under_autocast(dtype):
         results.append((loss.detach().float(), hidden.grad / 2**16, weight.grad / 2**16))
         assert loss.dtype == torch.float32 and weight.grad.dtype == torch.float32
         hidden.grad = weight.grad = None
-    for plain, fast in zip(*results):
-        torch.testing.assert_close(fast, plain, rtol=2e-2, atol=1e-4)
+    for plain, fast in zip(*results):  # each chunk's product is rounded to bf16/fp16: a few ulps of the largest
+        torch.testing.assert_close(fast, plain, rtol=2e-2, atol=2e-2 * plain.abs().max().item())
 
 
 def test_gpt_forward_with_targets_gives_the_loss_and_its_gradients():
