@@ -365,7 +365,8 @@ class LinearCrossEntropy(torch.autograd.Function):
         exact = torch.promote_types(weight.dtype, torch.float32)  # sums in fp32 (or fp64) at least
         loss = torch.zeros((), device=hidden.device, dtype=exact)
         grad_hidden, grad_weight = torch.empty_like(hidden), None
-        in_place = not torch.is_autocast_enabled(hidden.device.type)  # addmm_ would skip autocast
+        # addmm_ into grad_weight needs fp32 inputs, and would skip autocast's bf16/fp16 matmul
+        in_place = hidden.dtype == exact and not torch.is_autocast_enabled(hidden.device.type)
         for s in range(0, hidden.size(0), chunk):
             h, t, keep = hidden[s:s + chunk], safe[s:s + chunk], counted[s:s + chunk]
             logits = (h @ weight.T).to(exact)  # (chunk, V); autocast may have computed it in bf16

@@ -209,6 +209,24 @@ def test_linear_cross_entropy_under_autocast(dtype):
         torch.testing.assert_close(fast, plain, rtol=2e-2, atol=2e-2 * plain.abs().max().item())
 
 
+def test_linear_cross_entropy_with_bf16_weights():
+    """A model kept in bf16 (no autocast): bf16 gradients, close to the exact ones."""
+    g = torch.Generator().manual_seed(1)
+    hidden64 = torch.randn(2, 40, 16, generator=g, dtype=torch.float64)
+    weight64 = 0.1 * torch.randn(300, 16, generator=g, dtype=torch.float64)
+    targets = torch.randint(0, 300, (2, 40), generator=g)
+    grads = []
+    for dtype, loss_fn in ((torch.float64, next_token_loss), (torch.bfloat16, None)):
+        hidden = hidden64.to(dtype).clone().requires_grad_()
+        weight = weight64.to(dtype).clone().requires_grad_()
+        loss = linear_cross_entropy(hidden, weight, targets) if loss_fn is None else loss_fn(hidden @ weight.T, targets)
+        loss.backward()
+        grads.append((loss.detach().double(), hidden.grad.double(), weight.grad.double()))
+    assert grads[1][2].abs().max() > 0
+    for exact, fast in zip(*grads):
+        torch.testing.assert_close(fast, exact, rtol=2e-2, atol=2e-2 * exact.abs().max().item())
+
+
 def test_gpt_forward_with_targets_gives_the_loss_and_its_gradients():
     torch.manual_seed(0)
     model = GPT(tiny())
