@@ -19,7 +19,15 @@ import torch
 
 from llmcourse.grading import run_check
 from llmcourse.grading.checks import REGISTRY, Check, compare
-from llmcourse.grading.grade import build_gradebook, grade_assignment, grade_submission, load_assignment
+from llmcourse.grading.grade import (
+    CheckCall,
+    GradeCell,
+    build_gradebook,
+    check_calls,
+    grade_assignment,
+    grade_submission,
+    load_assignment,
+)
 from llmcourse.grading.release import release
 from llmcourse.grading.sandbox import Limits, run_isolated
 from llmcourse.grading.scan import scan_cell
@@ -251,4 +259,13 @@ def test_in_notebook_check_is_not_fooled_by_writing_into_the_inputs():
         return torch.zeros_like(x), torch.full((x.shape[0], x.shape[0]), 1 / x.shape[0])
     result = run_check("ch3.simplified_attention", sneaky)
     assert not result.passed, result.message
+
+
+def test_a_source_without_an_answer_key_is_refused_before_grading():
+    no_key = GradeCell("test_q1", 1.0, True, (CheckCall("ch3.q1", "visible"), CheckCall("ch3.q1", "hidden")))
+    with pytest.raises(ValueError, match="hidden test of ch3.q1 must give its key"):
+        check_calls([no_key], "ch3/ch3")
+    with pytest.raises(KeyError, match="unknown check"):
+        check_calls([GradeCell("x", 1.0, False, (CheckCall("ch3.nope", "visible"),))], "ch3/ch3")
+    check_calls([GradeCell("test_q1", 1.0, True, (CheckCall("ch3.q1", "hidden", "c"),))], "ch3/ch3")
 

@@ -117,7 +117,22 @@ def load_assignment(db_url: str, assignment: str, notebook: str) -> Assignment:
             meta.setdefault(name, {"grade": False})
             meta[name].setdefault("solution", False)
             meta[name]["locked"] = bool(src.locked)
+    check_calls(grade_cells, f"{assignment}/{notebook}")
     return Assignment(assignment, notebook, db_url, tuple(grade_cells), solutions, meta, checksums)
+
+
+def check_calls(grade_cells: list[GradeCell], where: str) -> None:
+    """The instructor's source, checked before anyone is graded: known check ids, and every
+    concept question's hidden test giving its key."""
+    from .checks import get_check
+
+    for cell in grade_cells:
+        for call in cell.calls:
+            check = get_check(call.check_id)
+            if check.choices and call.kind == "hidden" and call.answer not in check.choices:
+                raise ValueError(f"{where}, cell {cell.name!r}: the hidden test of {call.check_id} must give "
+                                 f"its key, answer= one of {', '.join(map(repr, check.choices))}; "
+                                 f"got {call.answer!r}")
 
 
 def build_gradebook(root: Path, source: str, assignment: str, grading_dir: Path) -> str:
