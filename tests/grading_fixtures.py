@@ -187,31 +187,40 @@ FIXTURES = [
 BY_NAME = {f.name: f for f in FIXTURES}
 
 
-def notebook_text(fixture: Fixture) -> str:
-    """The submitted file of ``fixture``."""
-    if fixture.raw is not None:
+def notebook_text(fixture, chapter: str = "ch3") -> str:
+    """The submitted file of ``fixture`` (any chapter's: a ``raw`` text, the release, or the
+    source with some answer cells replaced and ``edit`` applied)."""
+    if getattr(fixture, "raw", None) is not None:
         return fixture.raw
     if fixture.name == "release":
-        return RELEASE.read_text()
-    nb = json.loads(SOURCE.read_text())
+        return release_path(chapter).read_text()
+    nb = json.loads(source(chapter).read_text())
+    known = set()
     for cell in nb["cells"]:
         grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        known.add(grade_id)
         if grade_id in fixture.answers:
             cell["source"] = fixture.answers[grade_id]
+    missing = set(fixture.answers) - known
+    assert not missing, f"fixture {fixture.name}: no answer cells {missing}"
     if fixture.edit:
         fixture.edit(nb)
     return json.dumps(nb, indent=1)
 
 
+def write_submissions(chapter: str, out: Path, fixtures: list) -> None:
+    """Write ``out/<name>/<chapter>/<chapter>.ipynb`` for each fixture (nbgrader's layout)."""
+    for fixture in fixtures:
+        path = Path(out) / fixture.name / chapter / f"{chapter}.ipynb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(notebook_text(fixture, chapter))
+
+
 def write_class(out: Path, names: list[str] | None = None) -> list[Fixture]:
     """Write ``out/<name>/ch3/ch3.ipynb`` for each fixture (all by default)."""
     chosen = [BY_NAME[n] for n in names] if names else FIXTURES
-    for fixture in chosen:
-        path = Path(out) / fixture.name / "ch3" / "ch3.ipynb"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(notebook_text(fixture))
+    write_submissions("ch3", out, chosen)
     return chosen
-
 
 if __name__ == "__main__":
     write_class(Path(sys.argv[1]))

@@ -23,33 +23,13 @@ from grading_fixtures import (  # noqa: E402
     answer_keys,
     full_points,
     release_path,
-    source,
+    write_submissions,
 )
 
 
 def expected_points(chapter: str, fixture: Fixture) -> dict[str, float]:
     return {cell: 0.0 if cell in fixture.zero or fixture.status != "graded" else p
             for cell, p in full_points(chapter).items()}
-
-
-def notebook_text(chapter: str, fixture: Fixture) -> str:
-    if fixture.name == "release":
-        return release_path(chapter).read_text()
-    nb = json.loads(source(chapter).read_text())
-    for cell in nb["cells"]:
-        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        if grade_id in fixture.answers:
-            cell["source"] = fixture.answers[grade_id]
-    if fixture.edit:
-        fixture.edit(nb)
-    return json.dumps(nb, indent=1)
-
-
-def write_class(chapter: str, fixtures: list[Fixture], out: Path) -> None:
-    for fixture in fixtures:
-        path = Path(out) / fixture.name / chapter / f"{chapter}.ipynb"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(notebook_text(chapter, fixture))
 
 
 def both(name: str) -> tuple[str, str]:
@@ -279,7 +259,7 @@ def assert_graded_as(chapter: str, report, fixture: Fixture) -> None:
         f"{fixture.name}: expected {fixture.expect!r} in\n{report_text(report)[:3000]}"
 
 if __name__ == "__main__":
-    write_class(sys.argv[1], FIXTURES[sys.argv[1]], Path(sys.argv[2]))
+    write_submissions(sys.argv[1], Path(sys.argv[2]), FIXTURES[sys.argv[1]])
 
 
 # ---------------------------------------------------------------- what the test files check
@@ -304,11 +284,11 @@ def grade_class(chapter: str, tmp: Path):
 
     limits = Limits(**LIMITS_KW)
     in_class = [f for f in FIXTURES[chapter] if f.name in CLASS[chapter]]
-    write_class(chapter, in_class, tmp / "submitted")
+    write_submissions(chapter, tmp / "submitted", in_class)
     reports = grade_assignment(chapter, tmp / "submitted", tmp / "out", jobs=2, limits=limits, log=lambda *a: None)
     trusted = load_assignment(f"sqlite:///{tmp / 'out' / 'gradebook.db'}", chapter, chapter)
     others = [f for f in FIXTURES[chapter] if f.name not in CLASS[chapter]]
-    write_class(chapter, others, tmp / "runner")
+    write_submissions(chapter, tmp / "runner", others)
 
     def grade(f):  # the work happens in child processes: threads are enough
         path = tmp / "runner" / f.name / chapter / f"{chapter}.ipynb"

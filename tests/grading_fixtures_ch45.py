@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from grading_fixtures import _edit_test, answer_keys, full_points, release_path, source  # noqa: F401 (answer_keys: re-exported)
+from grading_fixtures import (  # noqa: F401 (answer_keys, write_submissions: re-exported)
+    _edit_test,
+    answer_keys,
+    full_points,
+    release_path,
+    source,
+    write_submissions,
+)
 
 
 @dataclass
@@ -31,30 +38,6 @@ class Submission:
 
     def points(self, chapter: str) -> dict[str, float]:
         return {cell: 0.0 if cell in self.zero else p for cell, p in full_points(chapter).items()}
-
-
-def notebook_text(chapter: str, sub: Submission) -> str:
-    if sub.name == "release":
-        return release_path(chapter).read_text()
-    nb = json.loads(source(chapter).read_text())
-    known = set()
-    for cell in nb["cells"]:
-        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        known.add(grade_id)
-        if grade_id in sub.answers:
-            cell["source"] = sub.answers[grade_id]
-    missing = set(sub.answers) - known
-    assert not missing, f"fixture {sub.name}: no answer cells {missing}"
-    if sub.edit:
-        sub.edit(nb)
-    return json.dumps(nb, indent=1)
-
-
-def write_class(chapter: str, out: Path, subs: list[Submission]) -> None:
-    for sub in subs:
-        path = Path(out) / sub.name / chapter / f"{chapter}.ipynb"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(notebook_text(chapter, sub))
 
 
 def edit_test(grade_id: str):
@@ -312,4 +295,4 @@ def assert_graded_as(chapter: str, report, sub: Submission) -> None:
 
 
 if __name__ == "__main__":
-    write_class(sys.argv[1], Path(sys.argv[2]), CHAPTERS[sys.argv[1]])
+    write_submissions(sys.argv[1], Path(sys.argv[2]), CHAPTERS[sys.argv[1]])

@@ -24,7 +24,7 @@ from grading_fixtures_ch45 import (
     assert_graded_as,
     full_points,
     release_path,
-    write_class,
+    write_submissions,
 )
 
 SUBS = {chapter: {s.name: s for s in CHAPTERS[chapter]} for chapter in ("ch4", "ch5")}
@@ -40,7 +40,7 @@ def graded(tmp_path_factory):
     def get(chapter):
         if chapter not in done:
             tmp = tmp_path_factory.mktemp(chapter)
-            write_class(chapter, tmp / "submitted", list(SUBS[chapter].values()))
+            write_submissions(chapter, tmp / "submitted", list(SUBS[chapter].values()))
             reports = grade_assignment(chapter, tmp / "submitted", tmp / "out", jobs=2, limits=LIMITS,
                                        log=lambda *a: None)
             done[chapter] = tmp / "out", {r.student: r for r in reports}
