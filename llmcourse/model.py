@@ -338,12 +338,17 @@ def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: i
     maximum likelihood on next tokens. Positions whose target is ``ignore_index``
     (padding, or prompts in instruction tuning, chapter 5) do not count.
     """
-    if logits.shape[:-1] != targets.shape:
-        raise ValueError(
-            f"logits of shape {tuple(logits.shape)} need targets of shape "
-            f"{tuple(logits.shape[:-1])}, got {tuple(targets.shape)}"
-        )
+    _check_targets(logits, targets, "logits")
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=ignore_index)
+
+
+def _check_targets(scored: torch.Tensor, targets: torch.Tensor, what: str) -> None:
+    """targets must have one entry per row of ``scored`` (logits or hidden states)."""
+    if scored.shape[:-1] != targets.shape:
+        raise ValueError(
+            f"{what} of shape {tuple(scored.shape)} need targets of shape "
+            f"{tuple(scored.shape[:-1])}, got {tuple(targets.shape)}"
+        )
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -401,12 +406,8 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     states (B, T, d) and the output matrix (V, d); equals ``next_token_loss(hidden @
     weight.T, targets)`` (a test checks it) but uses far less memory and time. Chunks
     of d rows keep the extra memory at about one more output matrix."""
-    if hidden.shape[:-1] != targets.shape:
-        raise ValueError(
-            f"hidden states of shape {tuple(hidden.shape)} need targets of shape "
-            f"{tuple(hidden.shape[:-1])}, got {tuple(targets.shape)}"
-        )
-    hidden, targets = hidden.flatten(0, 1), targets.flatten()
     if not (torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)):
-        return F.cross_entropy(hidden @ weight.T, targets, ignore_index=ignore_index)
+        return next_token_loss(hidden @ weight.T, targets, ignore_index)  # no gradient: nothing to save
+    _check_targets(hidden, targets, "hidden states")
+    hidden, targets = hidden.flatten(0, 1), targets.flatten()
     return LinearCrossEntropy.apply(hidden, weight, targets, hidden.size(-1), ignore_index)

@@ -274,14 +274,14 @@ def _merge_variant(W, A, B, alpha, rank, *, scale=lambda alpha, rank: alpha / ra
 
 
 _NO_SCALE = "missing the alpha / rank scaling of the low-rank update"
+_UPSIDE_DOWN = "the scaling is upside down: it is alpha / rank"
 _SWAPPED = ("A and B swapped or transposed: the update of the (out, in) weight is B @ A, so the output gains "
             "(x @ A.T) @ B.T")
 register(Check(
     id="ch5.lora_forward", function="lora_forward", reference=reference_lora_forward, cases=_lora_forward_cases,
     mistakes=(
         Mistake(lambda *a: _forward_variant(*a, scale=lambda alpha, rank: 1.0), _NO_SCALE),
-        Mistake(lambda *a: _forward_variant(*a, scale=lambda alpha, rank: rank / alpha),
-                "the scaling is upside down: it is alpha / rank"),
+        Mistake(lambda *a: _forward_variant(*a, scale=lambda alpha, rank: rank / alpha), _UPSIDE_DOWN),
         Mistake(lambda *a: _forward_variant(*a, swap=True), _SWAPPED),
         Mistake(lambda x, W, b, A, B, alpha, rank: x @ W.T + b, "the LoRA update is missing: add (alpha / rank) "
                 "(x @ A.T) @ B.T to the frozen layer's output"),
@@ -290,8 +290,7 @@ register(Check(
     id="ch5.lora_merge", function="lora_merge", reference=reference_lora_merge, cases=_lora_merge_cases,
     mistakes=(
         Mistake(lambda *a: _merge_variant(*a, scale=lambda alpha, rank: 1.0), _NO_SCALE),
-        Mistake(lambda *a: _merge_variant(*a, scale=lambda alpha, rank: rank / alpha),
-                "the scaling is upside down: it is alpha / rank"),
+        Mistake(lambda *a: _merge_variant(*a, scale=lambda alpha, rank: rank / alpha), _UPSIDE_DOWN),
         Mistake(lambda *a: _merge_variant(*a, swap=True), _SWAPPED),
     ), rtol=1e-5, atol=1e-5))
 
