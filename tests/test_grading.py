@@ -18,7 +18,14 @@ import pytest
 import torch
 
 from llmcourse.grading import run_check
-from llmcourse.grading.checks import REGISTRY, Check, compare
+from llmcourse.grading.checks import (
+    REGISTRY,
+    Check,
+    clone_args,
+    compare,
+    judge,
+    make_cases,
+)
 from llmcourse.grading.grade import (
     CheckCall,
     GradeCell,
@@ -269,3 +276,34 @@ def test_a_source_without_an_answer_key_is_refused_before_grading():
         check_calls([GradeCell("x", 1.0, False, (CheckCall("ch3.nope", "visible"),))], "ch3/ch3")
     check_calls([GradeCell("test_q1", 1.0, True, (CheckCall("ch3.q1", "hidden", "c"),))], "ch3/ch3")
 
+
+
+# The overflow of a naive softmax shows only on the hidden large-logits case.
+HIDDEN_ONLY_MISTAKES = {("ch2.softmax", 0)}
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_every_typical_mistake_is_named_by_a_case_it_fails(seed):
+    """Every chapter's typical mistakes fail a visible case whose feedback gives the mistake's
+    own hint (alone, or beside the hints of mistakes that case cannot tell apart): a student
+    who makes it learns why from the visible tests, and is never told of another mistake instead."""
+    for check in (c for c in REGISTRY.values() if c.mistakes):
+        for n, mistake in enumerate(check.mistakes):
+            kind = "hidden" if (check.id, n) in HIDDEN_ONLY_MISTAKES else "visible"
+            messages = []
+            for case in make_cases(check, kind, seed):
+                result = judge(check, case, mistake.fn(*clone_args(case.args)), kind)
+                if not result.passed:
+                    messages.append(result.message)
+            assert any(mistake.hint in m for m in messages), \
+                f"{check.id}: mistake {n} ({mistake.hint[:60]}...) is not named on the {kind} cases: {messages}"
+
+
+def test_a_case_that_cannot_tell_two_mistakes_apart_names_both():
+    """ch3.causal_mask: a flipped mask and one without its diagonal agree for T=1."""
+    check = REGISTRY["ch3.causal_mask"]
+    one = next(c for c in make_cases(check, "hidden", 0) if c.args == (1,))
+    message = judge(check, one, torch.zeros(1, 1, dtype=torch.bool), "hidden").message
+    assert "cannot tell them apart" in message
+    assert check.mistakes[0].hint in message and check.mistakes[2].hint in message, message
+    assert check.mistakes[1].hint not in message, message

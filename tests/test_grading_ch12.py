@@ -50,9 +50,3 @@ def test_release_has_no_hidden_tests_or_answers(chapter):
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_exercises_up_to_date(tmp_path, chapter):
     fx.assert_release_up_to_date(chapter, tmp_path)
-
-
-@pytest.mark.parametrize("chapter", CHAPTERS)
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_every_mistake_shows_on_visible_cases(chapter, seed):
-    fx.assert_mistakes_show_on_visible_cases(chapter, seed)

@@ -200,20 +200,38 @@ def matches(expected: Output, got: Output, rtol: float, atol: float) -> bool:
 
 
 def diagnose(check: Check, case: Case, got: Output) -> str | None:
-    """The hint of the first typical mistake whose output ``got`` matches, if any.
+    """The hint of the typical mistake whose output ``got`` matches, if any.
 
     A mistake only counts when it differs from the reference on this case, so a hint
-    is never given for a case that cannot tell them apart.
+    is never given for a case that cannot tell them apart. Where several mistakes give
+    this very output, the case cannot tell which one was made: all their hints are
+    listed, so the student's own mistake is never replaced by another's.
     """
     expected = check.reference(*clone_args(case.args))
+    hints = []
     for mistake in check.mistakes:
         try:
             wrong = mistake.fn(*clone_args(case.args))
         except Exception:
             continue
-        if not matches(expected, wrong, check.rtol, check.atol) and matches(wrong, got, check.rtol, check.atol):
-            return mistake.hint
-    return None
+        if (not matches(expected, wrong, check.rtol, check.atol) and matches(wrong, got, check.rtol, check.atol)
+                and mistake.hint not in hints):
+            hints.append(mistake.hint)
+    if len(hints) <= 1:
+        return hints[0] if hints else None
+    return "one of these (this case cannot tell them apart):" + "".join(
+        f"\n         - {hint}" for hint in hints)
+
+
+def draw_showing_mistakes(draw, reference, mistakes, rtol: float = 0, atol: float = 0, tries: int = 100) -> tuple:
+    """Arguments from ``draw()``, drawn again (up to ``tries`` times) until every mistake's
+    output differs from the reference's: for a visible case that must show each mistake."""
+    for _ in range(tries):
+        args = draw()
+        expected = reference(*clone_args(args))
+        if all(not matches(expected, m.fn(*clone_args(args)), rtol, atol) for m in mistakes):
+            break
+    return args
 
 
 def clone_args(args: tuple) -> tuple:
@@ -357,13 +375,11 @@ register(Check(
     reference=lambda T: ref.causal_mask(T), cases=_mask_cases,
     mistakes=(
         Mistake(lambda T: ~ref.causal_mask(T), "mask flipped: True must mean 'may attend'; token i "
-                "may see tokens 0..i, so as written a token sees the future"),
+                "may see tokens 0..i (itself included), so as written a token sees the future"),
         Mistake(lambda T: ref.causal_mask(T).T, "mask in the wrong direction (a token sees the future): "
                 "row i (the query) must be True for columns j <= i"),
         Mistake(lambda T: torch.ones(T, T, dtype=torch.bool).tril(-1), "the diagonal is missing: "
                 "a token may attend to itself"),
-        Mistake(lambda T: torch.ones(T, T, dtype=torch.bool).triu(1), "mask flipped and missing the diagonal: "
-                "a token sees the future"),
     ),
     forbidden=CH3_FORBIDDEN,
 ))

@@ -11,7 +11,15 @@ import torch
 
 from ..generate import softmax_with_temperature, top_k_filter, top_p_filter
 from ..tokenizer import merge_pair, most_frequent_pair, pair_counts
-from .checks import Case, Check, Mistake, _randn, matches, register, register_quiz
+from .checks import (
+    Case,
+    Check,
+    Mistake,
+    _randn,
+    draw_showing_mistakes,
+    register,
+    register_quiz,
+)
 
 # Built-ins that do the whole softmax. ``Tensor.softmax`` cannot be replaced at run time
 # (it is a method of a C type), but the static scan flags any ``.softmax`` / ``.log_softmax``.
@@ -218,9 +226,20 @@ def _train_variant(ids, num_merges, *, update=True, same_id=False, first_seen=Fa
     return tuple(merges)
 
 
+_TRAIN_MISTAKES = (
+    Mistake(lambda ids, n: _train_variant(ids, n, update=False), "the ids were not updated: each merge "
+            "must count pairs in the ids produced by the previous merge"),
+    Mistake(lambda ids, n: _train_variant(ids, n, same_id=True), "every merge needs a new id: "
+            "256 for the first, 257 for the second, ..."),
+    Mistake(lambda ids, n: _train_variant(ids, n, first_seen=True), _TIE_RULE),
+)
+
+
 def _train_cases(gen: torch.Generator, kind: str) -> list[Case]:
     if kind == "visible":
-        return [Case((_byte_ids(gen, 60, 4), 6), "60 ids from 4 byte values, 6 merges")]
+        # With a tie to break among the merges, so that each typical mistake shows.
+        args = draw_showing_mistakes(lambda: (_byte_ids(gen, 60, 4), 6), reference_train_bpe, _TRAIN_MISTAKES)
+        return [Case(args, "60 ids from 4 byte values, 6 merges")]
     return [
         Case((_byte_ids(gen, 120, 6), 12), "120 ids from 6 byte values, 12 merges"),
         Case((_byte_ids(gen, 30, 3), 1), "one merge"),
@@ -230,14 +249,7 @@ def _train_cases(gen: torch.Generator, kind: str) -> list[Case]:
 
 register(Check(
     id="ch2.train_bpe", function="train_bpe", reference=reference_train_bpe, cases=_train_cases,
-    mistakes=(
-        Mistake(lambda ids, n: _train_variant(ids, n, update=False), "the ids were not updated: each merge "
-                "must count pairs in the ids produced by the previous merge"),
-        Mistake(lambda ids, n: _train_variant(ids, n, same_id=True), "every merge needs a new id: "
-                "256 for the first, 257 for the second, ..."),
-        Mistake(lambda ids, n: _train_variant(ids, n, first_seen=True), _TIE_RULE),
-    ),
-    forbidden=CH2_FORBIDDEN,
+    mistakes=_TRAIN_MISTAKES, forbidden=CH2_FORBIDDEN,
 ))
 
 # ---------------------------------------------------------------- token + position embeddings
@@ -458,13 +470,9 @@ _PROBS_MISTAKES = (
 
 def _probs_cases(gen: torch.Generator, kind: str) -> list[Case]:
     if kind == "visible":
-        # Drawn until the order of the steps matters on these logits (so each typical mistake shows).
-        for _ in range(100):
-            logits = _randn(gen, 2, 12) * 1.5
-            args = (logits, 0.7, 3, 0.8)
-            expected = reference_next_token_probs(*args)
-            if all(not matches(expected, m.fn(*args), 1e-5, 1e-7) for m in _PROBS_MISTAKES):
-                break
+        # The order of the steps must matter on these logits, so that each typical mistake shows.
+        args = draw_showing_mistakes(lambda: (_randn(gen, 2, 12) * 1.5, 0.7, 3, 0.8), reference_next_token_probs,
+                                     _PROBS_MISTAKES, 1e-5, 1e-7)
         return [Case(args, "logits (2, 12), temperature 0.7, top_k=3, top_p=0.8"),
                 Case((_randn(gen, 2, 12) * 2, 0.0, None, None), "logits (2, 12), temperature 0: greedy")]
     return [

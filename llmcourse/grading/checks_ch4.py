@@ -337,8 +337,11 @@ def _loss_args(gen, B, T, V, n_ignored=0, dtype=torch.float32, ignore_index=-100
     logits = _randn(gen, B, T, V, dtype=dtype, scale=2.0)
     targets = torch.randint(0, V, (B, T), generator=gen)
     if n_ignored:
-        flat = targets.view(-1)
-        flat[torch.randperm(B * T, generator=gen)[:n_ignored]] = ignore_index
+        ignored = torch.randperm(B * T, generator=gen)[:n_ignored]
+        targets.view(-1)[ignored] = ignore_index
+        # Padding positions score token 0 low: a loss that counts them as token 0 (the usual
+        # way of turning -100 into a valid index) moves the mean for sure, not by chance.
+        logits.view(B * T, V)[ignored, 0] -= 10
     return (logits, targets, ignore_index)
 
 
@@ -483,9 +486,12 @@ def _gen_variant(idx, n, context_length, table_last, table_first, *, crop=True, 
 def _gen_args(gen, B, T, n, C, V, first_weight=1.0):
     # Distinct tokens in each prompt, and (with first_weight > 1) a model led by the first
     # token of its window: then feeding the wrong window changes the output for sure,
-    # instead of by chance, so a missing crop cannot pass a case on lucky inputs.
+    # instead of by chance, so a missing crop cannot pass a case on lucky inputs. The model
+    # never repeats its last token, so feeding only the prompt (which repeats one token)
+    # and feeding everything uncropped (which does not) never give the same output.
     idx = torch.stack([torch.randperm(V, generator=gen)[:T] for _ in range(B)])
-    return (idx, n, C, _randn(gen, V, V), first_weight * _randn(gen, V, V))
+    table_last = _randn(gen, V, V) - 1000 * torch.eye(V)
+    return (idx, n, C, table_last, first_weight * _randn(gen, V, V))
 
 
 def _gen_cases(gen, kind):
