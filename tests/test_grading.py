@@ -49,6 +49,7 @@ from grading_fixtures import (  # noqa: E402
     answer_keys,
     notebook_text,
     release_path,
+    source,
     write_class,
 )
 
@@ -307,3 +308,34 @@ def test_a_case_that_cannot_tell_two_mistakes_apart_names_both():
     assert "cannot tell them apart" in message
     assert check.mistakes[0].hint in message and check.mistakes[2].hint in message, message
     assert check.mistakes[1].hint not in message, message
+
+
+def _solution_namespace(chapter: str) -> dict:
+    """What the instructor's solution notebook defines: every code cell but the graded tests, run."""
+    namespace: dict = {}
+    for cell in json.loads(source(chapter).read_text())["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell["cell_type"] == "code" and not (meta.get("grade") and not meta.get("solution")):
+            exec(compile("".join(cell["source"]), f"{chapter} cell", "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+@pytest.mark.parametrize("chapter", ["ch1", "ch2", "ch3", "ch4", "ch5"])
+def test_solutions_pass_every_case_with_room_to_spare(chapter):
+    """An honest answer never loses a grade to unlucky inputs: the solutions pass every visible
+    and hidden case on 100 seeds, their float outputs within a tenth of the tolerance."""
+    namespace = _solution_namespace(chapter)
+    for check in (c for c in REGISTRY.values() if c.id.startswith(chapter + ".") and not c.choices):
+        for seed in range(100):
+            for kind in ("visible", "hidden"):
+                for case in make_cases(check, kind, seed):
+                    got = namespace[check.function](*clone_args(case.args))
+                    expected = check.reference(*clone_args(case.args))
+                    assert judge(check, case, got, kind).passed, (check.id, seed, case.label)
+                    pairs = zip(expected, got) if isinstance(expected, tuple) else [(expected, got)]
+                    for e, g in pairs:
+                        if isinstance(e, torch.Tensor) and e.is_floating_point():
+                            e, g = e.double(), g.double()
+                            diff = torch.where(g == e, 0.0, (g - e).abs())  # equal infinities: no error
+                            used = (diff / (check.atol + check.rtol * e.abs())).nan_to_num(0.0).max().item()
+                            assert used < 0.1, f"{check.id}, seed {seed}, {case.label}: {used:.2f} of the tolerance"

@@ -253,7 +253,7 @@ def _block_cases(gen, kind):
     if kind == "visible":
         return [Case(case(2, 4, 8, 32, 2), "x (2, 4, 8), 2 heads, hidden width 32")]
     return [Case(case(1, 6, 12, 24, 3), "x (1, 6, 12), 3 heads"),
-            Case(case(2, 3, 4, 16, 1), "one head"),
+            Case(case(2, 3, 8, 16, 1), "one head"),
             Case(case(1, 5, 8, 16, 4, torch.float64), "float64, 4 heads")]
 
 
@@ -267,7 +267,7 @@ _reg(id="ch4.transformer_block", function="transformer_block", reference=referen
                  "not norm1(x + attention(x))"),
          Mistake(lambda *a: _block_variant(*a, shortcut1=False), _SHORTCUT + " (the one around attention)"),
          Mistake(lambda *a: _block_variant(*a, shortcut2=False), _SHORTCUT + " (the one around the feed-forward)"),
-     ), rtol=1e-4, atol=1e-5)
+     ), rtol=1e-3, atol=1e-4)
 
 
 # ---------------------------------------------------------------- the GPT forward pass
@@ -312,17 +312,20 @@ def _gpt_cases(gen, kind):
     if kind == "visible":
         return [Case(case(2, 5, 11, 8, 8, 16, 2, 2), "idx (2, 5), vocab 11, context 8, d 8, 2 layers, 2 heads")]
     return [Case(case(1, 8, 13, 8, 12, 24, 3, 1), "idx (1, 8) filling the whole context, 1 layer"),
-            Case(case(3, 1, 7, 4, 4, 8, 1, 3), "one token per sequence, 3 layers"),
+            Case(case(3, 1, 7, 4, 8, 16, 1, 3), "one token per sequence, 3 layers"),
             Case(case(2, 4, 9, 6, 8, 16, 2, 2, torch.float64), "float64 weights")]
 
 
+# float32 through several layers: layer norm magnifies rounding where a token's channels
+# barely vary, so honest answers reach ~4% of these tolerances (3,000 seeds); the typical
+# mistakes are off by far more.
 _reg(id="ch4.gpt_forward", function="gpt_forward", reference=reference_gpt_forward, cases=_gpt_cases,
      mistakes=(
          Mistake(lambda *a: _gpt_variant(*a, positions=False),
                  "the position embeddings were not added: x = tok_emb[idx] + pos_emb[:T]"),
          Mistake(lambda *a: _gpt_variant(*a, final_norm=False),
                  "the final layer norm (lnf_w, lnf_b) before the output head is missing"),
-     ), rtol=1e-4, atol=1e-5)
+     ), rtol=1e-3, atol=1e-4)
 
 
 # ---------------------------------------------------------------- the next-token loss
