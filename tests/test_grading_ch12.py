@@ -3,6 +3,7 @@ the release, a hint for each typical mistake, zero for each kind of cheat. The s
 generated in ``grading_fixtures_ch12.py``; each chapter's are graded as one class in one call."""
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -18,14 +19,7 @@ pytestmark = pytest.mark.xdist_group("grading")
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     """chapter -> what ``fx.grade_class`` gives; each class is graded once, on first use."""
-    done = {}
-
-    def get(chapter):
-        if chapter not in done:
-            done[chapter] = fx.grade_class(chapter, tmp_path_factory.mktemp(chapter))
-        return done[chapter]
-
-    return get
+    return functools.cache(lambda chapter: fx.grade_class(chapter, tmp_path_factory.mktemp(chapter)))
 
 
 @pytest.mark.slow

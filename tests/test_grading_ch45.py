@@ -7,6 +7,7 @@ Each chapter's fixtures (``tests/grading_fixtures_ch45.py``) are graded in one
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import sys
 from pathlib import Path
@@ -32,21 +33,17 @@ LIMITS = Limits(wall_s=180, cell_s=20, output_bytes=256 * 1024)
 pytestmark = pytest.mark.xdist_group("grading")
 
 
+def grade_class(chapter: str, tmp: Path):
+    """(output folder, {student: report}) for the chapter's fixtures, graded in one call."""
+    write_submissions(chapter, tmp / "submitted", list(SUBS[chapter].values()))
+    reports = grade_assignment(chapter, tmp / "submitted", tmp / "out", jobs=2, limits=LIMITS, log=lambda *a: None)
+    return tmp / "out", {r.student: r for r in reports}
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """chapter -> (output folder, {student: report}); each class is graded once, on first use."""
-    done = {}
-
-    def get(chapter):
-        if chapter not in done:
-            tmp = tmp_path_factory.mktemp(chapter)
-            write_submissions(chapter, tmp / "submitted", list(SUBS[chapter].values()))
-            reports = grade_assignment(chapter, tmp / "submitted", tmp / "out", jobs=2, limits=LIMITS,
-                                       log=lambda *a: None)
-            done[chapter] = tmp / "out", {r.student: r for r in reports}
-        return done[chapter]
-
-    return get
+    """chapter -> what ``grade_class`` gives; each class is graded once, on first use."""
+    return functools.cache(lambda chapter: grade_class(chapter, tmp_path_factory.mktemp(chapter)))
 
 
 @pytest.mark.slow
