@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from grading_fixtures import BY_NAME, notebook_text  # noqa: E402
 
-from llmcourse.grading.grade import build_gradebook, grade_assignment, grade_submission, load_assignment  # noqa: E402
+from llmcourse.grading.grade import grade_assignment, grade_submission  # noqa: E402
+from llmcourse.grading.gradebook import build_gradebook, load_assignment  # noqa: E402
 from llmcourse.grading import sandbox  # noqa: E402
 from llmcourse.grading.sandbox import Limits, run_isolated  # noqa: E402
 
@@ -62,7 +63,7 @@ def compare_sandbox(args, tmp: Path, trusted, path: Path) -> None:
         shutil.copyfile(path, target)
     (tmp / "empty").mkdir()
     measures = {"start (python -c pass)": lambda: run_isolated([sys.executable, "-c", "pass"], tmp / "empty", limits),
-                "one notebook graded": lambda: grade_submission(path, "bench", trusted, limits),
+                "one notebook graded": lambda: grade_submission(path.read_bytes(), path.name, "bench", trusted, limits),
                 f"class of {args.students}, --jobs 2": lambda: grade_assignment(
                     "ch3", tmp / "submitted", tmp / "out", jobs=2, limits=limits, log=lambda *a: None)}
     print(f"sandbox: {sandbox.find_bwrap()}; medians of {args.repeats} interleaved repeats")

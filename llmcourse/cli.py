@@ -6,6 +6,7 @@ too; nothing is implemented here.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 
@@ -158,12 +159,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .grading.grade import check_notebook, format_report
     from .grading.sandbox import Limits, sandbox_problem
 
-    # A student's own notebook on their own machine: without bubblewrap it runs with process
-    # limits only, and says so (the instructor's `grade` refuses instead).
+    # A notebook can come from anyone: without bubblewrap its code would run with process
+    # limits only, so that needs --unsandboxed, said on purpose (and each run is time-limited).
     problem = sandbox_problem()
-    if problem:
-        print(f"llmcourse check: warning: running your notebook NOT SANDBOXED ({problem})", file=sys.stderr)
-    report = check_notebook(args.notebook, limits=Limits(allow_unsandboxed=True), execute=False)
+    if problem and not args.unsandboxed:
+        print(f"llmcourse check: error: cannot sandbox the notebook's code here ({problem}). Run it "
+              f"anyway, with process and time limits only, with --unsandboxed (only for a notebook you trust).",
+              file=sys.stderr)
+        return 3
+    report = check_notebook(args.notebook, limits=Limits(allow_unsandboxed=args.unsandboxed), execute=False)
     print(format_report(report))
     return 0 if report.status == "graded" and report.score == report.max_score else 1
 
@@ -269,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="student: grade one exercise notebook locally, as the grader would")
     p.add_argument("notebook", type=Path, help="e.g. exercises/ch3/ch3.ipynb (your copy, same file name)")
+    p.add_argument("--unsandboxed", action="store_true",
+                   help="where bubblewrap is unavailable, run the notebook's code with process and time "
+                        "limits only (for a notebook you trust) instead of refusing")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("release", help="instructor: generate exercises/ from solutions/ with nbgrader")
@@ -294,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("check", "grade"):
+        # SIGTERM (a kill, a scheduler's stop) unwinds like Ctrl-C, so scratch folders are removed
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError) as e:

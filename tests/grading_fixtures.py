@@ -29,7 +29,7 @@ def release_path(chapter: str) -> Path:
 
 def answer_keys(chapter: str) -> dict[str, str]:
     """Concept question -> its key, as the hidden test cells of solutions/ give them."""
-    from llmcourse.grading.grade import parse_check_calls
+    from llmcourse.grading.gradebook import parse_check_calls
 
     nb = json.loads(source(chapter).read_text())
     calls = [c for cell in nb["cells"] if cell["cell_type"] == "code"

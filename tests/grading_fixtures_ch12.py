@@ -276,7 +276,8 @@ def grade_class(chapter: str, tmp: Path):
     without executing the notebook. Returns the output folder and {student: report}."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from llmcourse.grading.grade import grade_assignment, grade_submission, load_assignment
+    from llmcourse.grading.grade import grade_assignment, grade_submission
+    from llmcourse.grading.gradebook import load_assignment
     from llmcourse.grading.sandbox import Limits
 
     limits = Limits(**LIMITS_KW)
@@ -289,7 +290,7 @@ def grade_class(chapter: str, tmp: Path):
 
     def grade(f):  # the work happens in child processes: threads are enough
         path = tmp / "runner" / f.name / chapter / f"{chapter}.ipynb"
-        return grade_submission(path, f.name, trusted, limits, execute=False)[0]
+        return grade_submission(path.read_bytes(), path.name, f.name, trusted, limits, execute=False)[0]
 
     with ThreadPoolExecutor(2) as pool:
         reports += list(pool.map(grade, others))

@@ -26,15 +26,9 @@ from llmcourse.grading.checks import (
     judge,
     make_cases,
 )
-from llmcourse.grading.grade import (
-    CheckCall,
-    GradeCell,
-    build_gradebook,
-    check_calls,
-    grade_assignment,
-    grade_submission,
-    load_assignment,
-)
+from llmcourse.grading.grade import grade_assignment, grade_submission
+from llmcourse.grading.gradebook import build_gradebook, check_calls, load_assignment
+from llmcourse.grading.records import CheckCall, GradeCell
 from llmcourse.grading.release import release
 from llmcourse.grading.sandbox import Limits, run_isolated
 from llmcourse.grading.scan import scan_cell
@@ -162,7 +156,7 @@ def test_exercises_up_to_date(tmp_path):
 def test_cheats_and_runaways(trusted, tmp_path, name):
     path = tmp_path / "ch3.ipynb"
     path.write_text(notebook_text(BY_NAME[name]))
-    report, _ = grade_submission(path, name, trusted, LIMITS, execute=False)
+    report, _ = grade_submission(path.read_bytes(), path.name, name, trusted, LIMITS, execute=False)
     assert_graded_as(report, name)
 
 

@@ -1,0 +1,109 @@
+"""Scoring one submission: run its answers in the answer runner, judge them here, score the cells.
+
+The inputs are drawn here with a fresh seed and sent to the runner only after the student
+code ran; the outputs come back through ``wire.read_outputs`` and are compared with
+``llmcourse`` in this process, which no student code ever ran in. A runner's outputs count
+only when it exited cleanly.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+from pathlib import Path
+
+from .records import Assignment, CellReport, CheckCall, Report
+from .sandbox import Limits, run_isolated
+from .scan import defined_functions, scan_cell
+from .wire import WireError, decode_output, encode_inputs, read_outputs, text
+
+HERE = Path(__file__).resolve().parent
+
+
+def delegation_reasons(cells: list[dict], forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    """Function name -> why its answer cell delegates the work ("*" for every function)."""
+    reasons: dict[str, list[str]] = {}
+    for cell in cells:
+        if not cell["solution"]:
+            continue
+        found = scan_cell(cell["source"], forbidden)
+        if found:
+            for name in defined_functions(cell["source"]) or {"*"}:
+                reasons.setdefault(name, []).extend(f"answer cell {cell['id']!r} {r}" for r in found)
+    return reasons
+
+
+def note_sandbox(report: Report, result) -> None:
+    """A report is sandboxed only if every run of its code was."""
+    first = not report.sandbox_note
+    report.sandboxed = result.sandboxed if first else report.sandboxed and result.sandboxed
+    if first or not result.sandboxed:
+        report.sandbox_note = result.note
+
+
+def _did_not_finish(result, why: str) -> str:
+    why = result.reason or why
+    tail = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+    return f"the answer code did not finish: {why}" + (f" ({text(tail[0])[:200]})" if tail[0] else "")
+
+
+def run_answers(cells: list[dict], calls: list[CheckCall], scratch: Path, limits: Limits, report: Report):
+    """Run the answer runner on ``cells`` and judge every check call. Returns {CheckCall: CheckResult}."""
+    from .checks import CheckResult, get_check, judge, make_cases
+
+    checks = {c: get_check(c.check_id) for c in calls}
+    forbidden = tuple(sorted({f for check in checks.values() for f in check.forbidden}))
+    workdir = scratch / "runner"
+    workdir.mkdir()
+    spec = {"cells": cells, "forbidden": list(forbidden), "cell_timeout": limits.cell_s, "ready_file": "ready"}
+    (workdir / "spec.json").write_text(json.dumps(spec))
+    cases, wire = {}, []
+    for n, call in enumerate(calls):
+        check = checks[call]
+        cases[call] = make_cases(check, call.kind, secrets.randbits(63))  # fresh, unknown to the student
+        wire += [(f"c{n}.{i}", check.function, case.args) for i, case in enumerate(cases[call])]
+    result = run_isolated([sys.executable, "-I", str(HERE / "answer_runner.py"), "spec.json"], workdir, limits,
+                          stdin=encode_inputs(wire), stdin_after="ready")
+    note_sandbox(report, result)
+    try:
+        if result.reason or result.returncode != 0:  # only a clean exit counts: no outputs of a killed run
+            raise WireError(f"exited with status {result.returncode}")
+        cell_errors, outputs, tensors = read_outputs(workdir)
+    except WireError as e:
+        reason = _did_not_finish(result, str(e))
+        return {call: CheckResult(call.check_id, call.kind, False, reason=reason) for call in calls}
+    for cell in cell_errors:
+        if cell["error"]:
+            report.notes.append(f"answer cell {cell['id']!r} raised: {cell['error']}")
+    delegation = delegation_reasons(cells, forbidden)
+    results = {}
+    for n, call in enumerate(calls):
+        check = checks[call]
+        res = CheckResult(call.check_id, call.kind, True)
+        why = delegation.get(check.function, []) + delegation.get("*", [])
+        if why:
+            res.passed, res.reason = False, "; ".join(dict.fromkeys(why))
+            results[call] = res
+            continue
+        for i, case in enumerate(cases[call]):
+            out = outputs.get(f"c{n}.{i}", {"error": "no output"})
+            if "error" in out or "output" not in out:
+                res.passed, res.reason = False, text(out.get("error", "no output"))
+                break
+            outcome = judge(check, case, decode_output(out["output"], tensors), call.kind, call.answer)
+            if call.kind == "hidden":  # say which hidden check failed and why, never its inputs' values
+                outcome.label = f"hidden case {i + 1}: {case.label}"
+            res.cases.append(outcome)
+            res.passed &= outcome.passed
+        results[call] = res
+    return results
+
+
+def score_cells(assignment: Assignment, results: dict, report: Report) -> None:
+    """Each grade cell: full points when all its checks passed, else 0."""
+    for cell in assignment.grade_cells:
+        checks = [results[c] for c in cell.calls]
+        passed = bool(checks) and all(r.passed for r in checks)
+        messages = [r.message for r in checks] or ["this cell has no checks"]
+        report.cells.append(CellReport(cell.name, cell.max_score if passed else 0.0, cell.max_score,
+                                       cell.hidden, messages))
