@@ -141,7 +141,10 @@ def _collate_cases(gen, kind):
                  "a sequence of one id"),
             Case(_collate_args(gen, [4, 4]), "equal lengths: each row keeps one end-of-text target"),
             Case(_collate_args(gen, [9, 2, 5], allowed_max_length=3), "allowed_max_length=3"),
-            Case(_collate_args(gen, [3, 1], allowed_max_length=10), "allowed_max_length longer than the batch")]
+            Case(_collate_args(gen, [3, 1], allowed_max_length=10), "allowed_max_length longer than the batch"),
+            Case((_collate_args(gen, [4, 2, 3])[0],), "only the batch given: pad_id, ignore_index and "
+                 "allowed_max_length at their defaults (50256, -100, None)",
+                 hint="check the defaults: pad_id=50256, ignore_index=-100, allowed_max_length=None")]
 
 
 register(Check(

@@ -14,10 +14,13 @@ import traceback
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import wait
 
+READY = "ready"
+
 
 def _serve(fn: Callable, conn) -> None:
-    """A worker's loop: receive ``(index, job)``, send back ``(index, True, result)`` or
-    ``(index, False, error text)``; ``None`` ends it."""
+    """A worker's loop: say ``READY`` once started, then receive ``(index, job)`` and send back
+    ``(index, True, result)`` or ``(index, False, error text)``; ``None`` ends it."""
+    conn.send(READY)
     while (message := conn.recv()) is not None:
         index, job = message
         try:
@@ -27,17 +30,30 @@ def _serve(fn: Callable, conn) -> None:
 
 
 class _Worker:
+    """One worker process, and the job it runs (``None`` while it starts)."""
+
     def __init__(self, context, fn: Callable):
         self.conn, theirs = context.Pipe()
         self.process = context.Process(target=_serve, args=(fn, theirs), daemon=True)
         self.process.start()
         theirs.close()
+        self.ready = False
         self.job: int | None = None
         self.started = 0.0
 
     def give(self, index: int, job) -> None:
         self.job, self.started = index, time.monotonic()
-        self.conn.send((index, job))
+        try:
+            self.conn.send((index, job))
+        except OSError:
+            pass  # it died meanwhile: its sentinel says so next
+
+    def receive(self):
+        """The worker's next message, or None when it is gone."""
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            return None
 
     def stop(self, kill: bool = False) -> None:
         """End the worker: asked to when idle, killed when ``kill`` (hung, or parent leaving)."""
@@ -56,43 +72,46 @@ class _Worker:
 def run_jobs(fn: Callable, jobs: list, workers: int, timeout_s: float) -> Iterator[tuple[int, bool, object]]:
     """Yield ``(index, ok, result or error text)`` for each job as it finishes (any order).
 
-    ``fn`` must be picklable (a module-level function): workers are started with "spawn", as a
-    fork of a parent that has already run torch (its OpenMP threads) can deadlock.
+    A job's ``timeout_s`` counts from when a started worker takes it. ``fn`` must be
+    picklable (a module-level function): workers are started with "spawn", as a fork of a
+    parent that has already run torch (its OpenMP threads) can deadlock.
     """
     context = multiprocessing.get_context("spawn")
     waiting = list(enumerate(jobs))[::-1]
-    pool = [_Worker(context, fn) for _ in range(min(workers, len(jobs)))]
+    running = [_Worker(context, fn) for _ in range(min(workers, len(jobs)))]
     try:
-        for worker in pool:
-            worker.give(*waiting.pop())
-        while any(w.job is not None for w in pool):
-            busy = [w for w in pool if w.job is not None]
-            next_deadline = min(w.started + timeout_s for w in busy)
-            ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy],
-                         timeout=max(next_deadline - time.monotonic(), 0))
-            for i, worker in enumerate(pool):
-                if worker.job is None:
-                    continue
-                died = (worker.job, False, "the grading worker died (a crash, or killed for memory)")
+        while running:
+            deadlines = [w.started + timeout_s for w in running if w.job is not None]
+            ready = wait([w.conn for w in running] + [w.process.sentinel for w in running],
+                         timeout=max(min(deadlines) - time.monotonic(), 0) if deadlines else None)
+            for worker in list(running):
                 if worker.conn in ready:
-                    try:
-                        outcome, replace = worker.conn.recv(), False
-                    except (EOFError, OSError):
-                        outcome, replace = died, True
+                    message = worker.receive()
                 elif worker.process.sentinel in ready:
-                    outcome, replace = died, True
-                elif time.monotonic() >= worker.started + timeout_s:
-                    outcome, replace = (worker.job, False, f"grading took longer than {timeout_s:g} s and was "
-                                                           "stopped"), True
+                    message = None
+                elif worker.job is not None and time.monotonic() >= worker.started + timeout_s:
+                    message = f"grading took longer than {timeout_s:g} s and was stopped"
                 else:
                     continue
-                if replace or not worker.process.is_alive():  # dead or hung: a fresh worker takes its place
+                if not worker.ready:
+                    if message != READY:
+                        raise RuntimeError(f"a grading worker could not start (exit code {worker.process.exitcode})")
+                    worker.ready = True
+                elif not isinstance(message, tuple):  # dead or hung: a fresh worker takes its place
+                    yield worker.job, False, message or "the grading worker died (a crash, or killed for memory)"
                     worker.stop(kill=True)
-                    worker = pool[i] = _Worker(context, fn)
-                worker.job = None
-                yield outcome
+                    running.remove(worker)
+                    if waiting:
+                        running.append(_Worker(context, fn))
+                    continue
+                else:
+                    worker.job = None
+                    yield message
                 if waiting:
                     worker.give(*waiting.pop())
+                else:
+                    worker.stop()
+                    running.remove(worker)
     finally:
-        for worker in pool:
-            worker.stop(kill=worker.job is not None)
+        for worker in running:
+            worker.stop(kill=True)
