@@ -18,13 +18,15 @@ from __future__ import annotations
 import csv
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from llmcourse.grading import pool
+from llmcourse.grading import pool, scratch
 from llmcourse.grading.grade import grade_assignment
 from llmcourse.grading.intake import printable, student_id_problem
 from llmcourse.grading.sandbox import Limits, find_bwrap
@@ -230,10 +232,29 @@ def test_feedback_is_built_from_the_trusted_notebook(graded, name):
 @pytest.mark.slow
 @needs_bwrap
 def test_no_scratch_folder_is_left_behind(graded):
-    import tempfile
-
-    left = [p for p in Path(tempfile.gettempdir()).glob(f"llmcourse-grade-{os.getpid()}-*")]
+    """Folders of processes that have ended (the workers of the class above): none is left."""
+    left = [p for p in Path(tempfile.gettempdir()).glob("llmcourse-*") if not _alive(scratch._owner_pid(p))]
     assert not left, left
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return True  # not a grading scratch folder
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_folders_of_a_killed_grader_are_removed_by_the_next_run():
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = Path(tempfile.mkdtemp(prefix=f"llmcourse-grade-{dead.pid}-"))
+    (stale / "runner").mkdir()
+    with scratch.scratch_folder("grade") as mine:
+        assert stale in scratch.remove_stale()
+        assert not stale.exists() and Path(mine).is_dir()
 
 
 # ---------------------------------------------------------------- the read every grader file goes through

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 __all__ = ["check", "run_check"]
 
+HIDDEN_NOTE = ("  (these were the visible cases; grading also runs hidden ones: other shapes, dtypes and edge "
+               "cases, so make the function general, not just right on these inputs)")
+
 
 def run_check(check_id: str, fn: Callable, cases: str = "visible", seed: int | None = None,
               answer: str | None = None) -> CheckResult:
@@ -61,3 +64,5 @@ def check(check_id: str, fn: Callable, cases: str = "visible", answer: str | Non
     print(result.message)
     if not result.passed:
         raise AssertionError(result.message)
+    if cases == "visible":
+        print(HIDDEN_NOTE)

@@ -21,8 +21,6 @@ every student) and the feedback HTML (``feedback``), each file atomically.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,10 +38,8 @@ from .records import Assignment, Rejected, Report
 from .results import write_csv, write_report_json
 from .sandbox import Limits, require_sandbox
 from .scoring import run_answers, score_cells
+from .scratch import remove_stale, scratch_folder
 from .untrusted import UntrustedFile, read_untrusted, untrusted_path
-
-SCRATCH = "llmcourse-grade-"
-
 
 # ---------------------------------------------------------------- one submission
 
@@ -66,7 +62,7 @@ def grade_submission(data: bytes, name: str, student: str, assignment: Assignmen
         report.reject(assignment, str(e))
         report.seconds = time.monotonic() - started
         return report, None
-    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH}{os.getpid()}-") as tmp:
+    with scratch_folder("grade") as tmp:
         scratch = Path(tmp)
         calls = list(dict.fromkeys(c for cell in assignment.grade_cells for c in cell.calls))
         results = run_answers(runner_cells(nb), calls, scratch, limits, report)
@@ -78,21 +74,6 @@ def grade_submission(data: bytes, name: str, student: str, assignment: Assignmen
     annotate(nb, report)
     report.seconds = time.monotonic() - started
     return report, nbformat.writes(nb)
-
-
-def remove_stale_scratch() -> None:
-    """Scratch folders of grading processes that no longer exist (killed with SIGKILL, or a
-    machine that lost power): ``llmcourse-grade-<pid>-*`` in the temporary folder."""
-    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH}*-*"):
-        pid = folder.name[len(SCRATCH):].split("-", 1)[0]
-        if not pid.isdigit() or folder.is_symlink() or not folder.is_dir():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-        except PermissionError:
-            pass  # alive, another user's
 
 
 # ---------------------------------------------------------------- a class
@@ -139,7 +120,7 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
         raise FileNotFoundError(f"no assignment {assignment!r}: {source_dir} does not exist")
     if not submitted.is_dir():
         raise FileNotFoundError(f"submitted folder {submitted} does not exist")
-    remove_stale_scratch()
+    remove_stale()
     notebook = notebook or _only_notebook(source_dir)
     config = course_config(root, out, submitted=submitted)
     db_url = build_gradebook(root, "solutions", assignment, out)
@@ -218,7 +199,7 @@ def check_notebook(path: str | Path, root: str | Path = REPO_ROOT, limits: Limit
         data = read_untrusted(*untrusted_path(path), MAX_NOTEBOOK_BYTES)
     except UntrustedFile as e:
         raise ValueError(f"cannot check this notebook: {e}") from None
-    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH}{os.getpid()}-check-") as tmp:
+    with scratch_folder("check") as tmp:
         db_url = build_gradebook(root, source, assignment, Path(tmp))
         trusted = load_assignment(db_url, assignment, path.stem)
         report, _ = grade_submission(data, path.name, "you", trusted, limits, execute=execute)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import nbformat
 from .feedback import HIDDEN_BEGIN
 from .nbconfig import course_config, ensure_tools_on_path
 from .records import Assignment, CheckCall, GradeCell, Report
+from .scratch import scratch_folder
 
 
 def parse_check_calls(source: str) -> tuple[CheckCall, ...]:
@@ -91,7 +91,7 @@ def build_gradebook(root: Path, source: str, assignment: str, grading_dir: Path)
 
     ensure_tools_on_path()
     grading_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="llmcourse-release-") as release:
+    with scratch_folder("release") as release:
         config = course_config(root, grading_dir, source=source, release=release)
         api = NbGraderAPI(CourseDirectory(config=config), config=config)
         result = api.generate_assignment(assignment, force=True, create=True)
