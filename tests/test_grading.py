@@ -333,3 +333,18 @@ def test_solutions_pass_every_case_with_room_to_spare(chapter):
                             diff = torch.where(g == e, 0.0, (g - e).abs())  # equal infinities: no error
                             used = (diff / (check.atol + check.rtol * e.abs())).nan_to_num(0.0).max().item()
                             assert used < 0.1, f"{check.id}, seed {seed}, {case.label}: {used:.2f} of the tolerance"
+
+
+@pytest.mark.parametrize("chapter", ["ch1", "ch2", "ch3", "ch4", "ch5"])
+def test_an_untouched_release_gets_no_edited_notes(tmp_path, chapter):
+    """The release's test cells lack the hidden tests, which is how nbgrader releases them:
+    that is not an edit. An edited test cell still is."""
+    from llmcourse.grading.intake import check_metadata, read_submission
+
+    db_url = build_gradebook(ROOT, "solutions", chapter, tmp_path)
+    trusted = load_assignment(db_url, chapter, chapter)
+    release = read_submission(release_path(chapter).read_bytes(), f"{chapter}.ipynb")
+    assert not [n for n in check_metadata(release, trusted) if "edited" in n]
+    test_cell = next(c for c in release.cells if c.metadata.get("nbgrader", {}).get("grade"))
+    test_cell.source += "\npass"
+    assert [n for n in check_metadata(release, trusted) if "edited" in n]
