@@ -9,6 +9,10 @@ Default:
    notebook execution for feedback, gradebook, feedback HTML, CSV), one after the other.
 2. A class of N copies of the ch3 solution graded with --jobs 1 and --jobs 2.
 
+With ``--against DIR`` (another checkout of the course, e.g. ``git worktree add /tmp/before
+HEAD~5``): the one-student measurement of this checkout and of DIR, interleaved in one run,
+each round in a fresh process importing its own ``llmcourse``; medians per assignment.
+
 With ``--sandbox``: what the bubblewrap sandbox adds, side by side in one run (the two
 sides interleaved, medians of R repeats): one sandboxed start (``run_isolated`` of an empty
 Python program; grading a notebook starts two), one notebook graded, and the class of N
@@ -95,12 +99,50 @@ def one_student(tmp: Path) -> None:
     print(f"one student, all five assignments: {total:.1f} s", flush=True)
 
 
+ONE_STUDENT = """import sys, tempfile, pathlib
+sys.path.insert(0, sys.argv[1] + "/benchmarks")
+import bench_grading
+with tempfile.TemporaryDirectory() as tmp:
+    bench_grading.one_student(pathlib.Path(tmp))
+"""
+
+
+def compare_checkouts(other: Path, repeats: int) -> None:
+    """One student's five assignments, this checkout vs ``other``, alternating, in fresh processes."""
+    import os
+    import re
+    import subprocess
+
+    times: dict[str, dict[str, list[float]]] = {"this": {}, "other": {}}
+    for _ in range(repeats):
+        for side, tree in (("other", other), ("this", ROOT)):
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            out = subprocess.run([sys.executable, "-c", ONE_STUDENT, str(tree)], env=env, cwd=tree,
+                                 capture_output=True, text=True, check=True).stdout
+            for chapter, seconds in re.findall(r"one student, (ch\d): ([\d.]+) s", out):
+                times[side].setdefault(chapter, []).append(float(seconds))
+    print(f"this checkout vs {other}: medians of {repeats} interleaved rounds, s per notebook")
+    print("| assignment | this | other | this / other |")
+    print("|---|---:|---:|---:|")
+    for chapter in sorted(times["this"]):
+        a, b = statistics.median(times["this"][chapter]), statistics.median(times["other"][chapter])
+        print(f"| {chapter} | {a:.2f} | {b:.2f} | {a / b:.3f} |")
+    a = sum(statistics.median(v) for v in times["this"].values())
+    b = sum(statistics.median(v) for v in times["other"].values())
+    print(f"| all five | {a:.2f} | {b:.2f} | {a / b:.3f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", type=int, default=6)
     parser.add_argument("--sandbox", action="store_true", help="compare with and without the sandbox")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--against", type=Path, default=None,
+                        help="another checkout: compare one student's grading time with it")
     args = parser.parse_args()
+    if args.against:
+        compare_checkouts(args.against.resolve(), args.repeats)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         trusted = load_assignment(build_gradebook(ROOT, "solutions", "ch3", tmp / "gb"), "ch3", "ch3")

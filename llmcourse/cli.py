@@ -163,7 +163,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     # limits only, so that needs --unsandboxed, said on purpose (and each run is time-limited).
     problem = sandbox_problem()
     if problem and not args.unsandboxed:
-        print(f"llmcourse check: error: cannot sandbox the notebook's code here ({problem}). Run it "
+        print(f"llmcourse check: error: cannot fully sandbox the notebook's code here ({problem}). Run it "
               f"anyway, with process and time limits only, with --unsandboxed (only for a notebook you trust).",
               file=sys.stderr)
         return 3
@@ -185,7 +185,8 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
     try:
         grade_assignment(args.assignment, args.submitted, args.out, jobs=args.jobs, notebook=args.notebook,
-                         limits=Limits(allow_unsandboxed=args.allow_unsandboxed))
+                         limits=Limits(allow_unsandboxed=args.allow_unsandboxed,
+                                       allow_no_cgroup=args.allow_no_cgroup))
     except SandboxUnavailable as e:
         print(f"llmcourse grade: error: {e}", file=sys.stderr)
         return 3
@@ -294,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-unsandboxed", action="store_true",
                    help="where bubblewrap is unavailable, grade with process limits only (results marked "
                         "NOT SANDBOXED) instead of refusing")
+    p.add_argument("--allow-no-cgroup", action="store_true",
+                   help="where no cgroup can be made for each sandbox (memory, processes and CPU of the whole "
+                        "process tree), grade with bubblewrap and per-process limits only (results marked NOT "
+                        "FULLY SANDBOXED) instead of refusing")
     p.set_defaults(func=cmd_grade)
 
     return parser

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from llmcourse.grading import pool, scratch
+from llmcourse.grading import pool, sandbox, scratch
 from llmcourse.grading.grade import grade_assignment
 from llmcourse.grading.intake import printable, student_id_problem
 from llmcourse.grading.sandbox import Limits, find_bwrap
@@ -252,7 +252,7 @@ def test_folders_of_a_killed_grader_are_removed_by_the_next_run():
     dead.wait()
     stale = Path(tempfile.mkdtemp(prefix=f"llmcourse-grade-{dead.pid}-"))
     (stale / "runner").mkdir()
-    with scratch.scratch_folder("grade") as mine:
+    with sandbox.scratch_folder("grade") as mine:
         assert stale in scratch.remove_stale()
         assert not stale.exists() and Path(mine).is_dir()
 

@@ -6,7 +6,9 @@ the gradebook, the network, a fork bomb, memory, a huge file, filling the disk w
 files under the size limit, 60 MB printed on one line, sleeping past the time limit. The attackers know the instructor's paths (the repository,
 the gradebook): the test writes them into their code. Each attack must get nothing, with a
 reason, and the honest students' grades must be exactly those of a class graded without the
-attackers. Also: what a sandboxed process can see, and what happens without bubblewrap.
+attackers. Also: what a sandboxed process can see, what happens without bubblewrap, and the
+sandbox's cgroup (memory, processes and CPU of the whole tree; gone after every run) and what
+happens without one.
 """
 from __future__ import annotations
 
@@ -25,8 +27,10 @@ from pathlib import Path
 
 import pytest
 
+from llmcourse.grading import sandbox
 from llmcourse.grading.grade import grade_assignment
-from llmcourse.grading.sandbox import (Limits, SandboxUnavailable, find_bwrap, run_isolated, sandbox_problem)
+from llmcourse.grading.sandbox import (Limits, SandboxUnavailable, find_bwrap, require_sandbox, run_isolated,
+                                       sandbox_problem)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from grading_fixtures import FULL, HEADS, MASK, MHA, ROOT, SDPA, SIMPLIFIED, SOURCE, Fixture, notebook_text  # noqa: E402
@@ -429,8 +433,9 @@ def test_sandbox_started_by_an_unprivileged_user(shared_tmp):
         "sandbox = sys.modules['sandbox'] = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(sandbox)\n"
         f"r = sandbox.run_isolated([sys.executable, '-I', '-c', {_probe(tmp_path, scratch, secret)!r}],\n"
-        f"                         {str(scratch)!r}, sandbox.Limits(wall_s=60))\n"
-        "print(json.dumps({'uid': os.geteuid(), 'rc': r.returncode, 'sandboxed': r.sandboxed,\n"
+        f"                         {str(scratch)!r}, sandbox.Limits(wall_s=60, allow_no_cgroup=True))\n"
+        "print(json.dumps({'uid': os.geteuid(), 'rc': r.returncode, 'bwrap': r.bwrap, 'cgroup': r.cgroup,\n"
+        "                  'sandboxed': r.sandboxed, 'note': r.note,\n"
         "                  'stdout': r.stdout.decode(), 'stderr': r.stderr.decode()[-2000:]}))\n")
     command = [python, str(grader)]
     if os.geteuid() == 0:
@@ -441,7 +446,9 @@ def test_sandbox_started_by_an_unprivileged_user(shared_tmp):
                          env={**os.environ, "HOME": str(tmp_path)})
     assert run.returncode == 0, run.stderr[-3000:]
     outer = json.loads(run.stdout.strip().splitlines()[-1])
-    assert outer["uid"] != 0 and outer["rc"] == 0 and outer["sandboxed"], outer["stderr"]
+    assert outer["uid"] != 0 and outer["rc"] == 0 and outer["bwrap"], outer["stderr"]
+    # a cgroup where one is delegated to this user, else the result says that none held
+    assert outer["sandboxed"] == bool(outer["cgroup"]) and ("no cgroup" in outer["note"]) != outer["sandboxed"], outer
     _assert_isolated(json.loads(outer["stdout"]), tmp_path, scratch, secret)
 
 
@@ -478,3 +485,223 @@ def test_missing_bwrap_refuses_and_flag_runs_unsandboxed(tmp_path, monkeypatch):
     assert "NOT SANDBOXED" in lines[0] and "[NOT SANDBOXED]" in lines[1]
     assert grade_rows(tmp_path / "out")["honest"]["sandbox"] == "NOT SANDBOXED"
     assert json.loads((tmp_path / "out" / "report.json").read_text())[0]["sandboxed"] is False
+
+
+# ---------------------------------------------------------------- the sandbox's cgroup
+
+needs_cgroup = pytest.mark.skipif(sandbox.cgroup_problem() is not None,
+                                  reason=f"no cgroup for sandboxes here: {sandbox.cgroup_problem()}")
+
+
+def _processes_with(mark: str) -> list[str]:
+    """Pids of the processes whose command line contains ``mark`` (none may outlive a sandbox)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and mark.encode() in (proc / "cmdline").read_bytes():
+                found.append(proc.name)
+        except OSError:
+            pass
+    return found
+
+
+def _our_cgroups() -> list[Path]:
+    """The sandbox cgroups this test process has made and not yet removed."""
+    place, _ = sandbox._find_place(sandbox.CGROUP_ROOT, os.geteuid())
+    return [c for _, parent in place.parents for c in parent.glob(f"{sandbox.CGROUP_PREFIX}{os.getpid()}-*")]
+
+
+MEMORY_TREE = '''
+import os, time
+children = []
+for n in range(5):  # MEMORY-TREE-3619
+    pid = os.fork()
+    if pid == 0:
+        block = b"x" * 2**30  # 1 GB, every page written: resident
+        time.sleep(3)
+        os._exit(0)
+    children.append(pid)
+print("children ended:", [os.waitpid(pid, 0)[1] for pid in children])
+'''
+
+
+@needs_cgroup
+def test_memory_limit_holds_for_the_whole_process_tree(tmp_path):
+    """Five children of 1 GB each: each under the 4 GB address-space limit, together 5 GB;
+    the cgroup (1.5 GB for the whole sandbox) stops them and the report says "memory limit"."""
+    limit = 3 * 2**29  # 1.5 GB
+    result = run_isolated([sys.executable, "-c", MEMORY_TREE], tmp_path, Limits(wall_s=60, memory_tree_bytes=limit))
+    assert "memory limit" in result.reason and result.usage["oom_kills"] >= 1, (result.reason, result.usage)
+    assert result.usage["memory_peak"] <= limit, f"peak {result.usage['memory_peak']:,} > limit {limit:,}"
+    assert b"children ended:" in result.stdout and b"9" in result.stdout, result.stdout  # killed by SIGKILL
+    assert _processes_with("MEMORY-TREE-3619") == [] and _our_cgroups() == []
+
+
+@needs_cgroup
+def test_fork_bomb_stops_at_the_cgroups_process_limit(tmp_path):
+    """The cgroup's pids.max binds first: it counts the whole sandbox (bwrap too), while
+    RLIMIT_NPROC counts only the sandbox's uid (and binds nobody as root)."""
+    mark = "3620"
+    code = FORK_BOMB.format(mark=mark) + "\nprint('forks:', children, 'error:', error)\n"
+    result = run_isolated([sys.executable, "-c", code], tmp_path, Limits(wall_s=60, processes=40))
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    forks = int(re.search(rb"forks: (\d+)", result.stdout).group(1))
+    assert forks < 40 and b"Resource temporarily unavailable" in result.stdout, result.stdout
+    assert result.usage["forks_refused"] >= 1 and result.usage["pids_peak"] <= 40, result.usage
+    assert [p for p in _processes_with(mark) if (Path("/proc") / p / "cmdline").read_bytes().startswith(b"sleep")] == []
+
+
+BUSY = '''
+import os, time
+end = time.monotonic() + 2.5
+child = os.fork()  # two processes, each busy for 2.5 s of wall time
+while time.monotonic() < end:
+    pass
+if child:
+    os.waitpid(child, 0)
+'''
+
+
+@needs_cgroup
+def test_cpu_share_is_one_core(tmp_path):
+    """Two busy processes get one core between them: CPU time (measured by the cgroup,
+    for the whole tree) over wall time stays near 1, not 2. A statement about CPU share,
+    not about how long anything takes."""
+    start = time.monotonic()
+    result = run_isolated([sys.executable, "-c", BUSY], tmp_path, Limits(wall_s=60))
+    wall = time.monotonic() - start
+    assert result.returncode == 0 and result.cgroup, result
+    assert result.usage["cpu_s"] / wall < 1.3, f"{result.usage['cpu_s']:.2f} CPU s in {wall:.2f} s: {result.usage}"
+    assert "1 CPU core" in result.note
+
+
+SURVIVOR = '''
+import os, signal, subprocess, sys, time
+subprocess.Popen(["sleep", "{mark}"], start_new_session=True)  # out of the sandbox's process group
+how = "{how}"
+if how == "timeout":
+    time.sleep(60)
+elif how == "killed":
+    os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+@needs_cgroup
+@pytest.mark.parametrize("with_bwrap", [True, False], ids=["bwrap", "no-bwrap"])
+@pytest.mark.parametrize("how", ["exits", "timeout", "killed"])
+def test_cgroup_removed_and_nothing_survives(tmp_path, monkeypatch, how, with_bwrap):
+    """After a normal exit, a timeout or a killed run, the sandbox's cgroup is gone and no
+    process of it runs: not even a child in its own session, which escapes a kill of the
+    process group (without bubblewrap's PID namespace only the cgroup catches it)."""
+    if not with_bwrap:
+        monkeypatch.setattr(sandbox, "find_bwrap", lambda: None)
+    mark = {"exits": "3621", "timeout": "3622", "killed": "3623"}[how] + ("1" if with_bwrap else "2")
+    limits = Limits(wall_s=3, allow_unsandboxed=not with_bwrap)
+    result = run_isolated([sys.executable, "-c", SURVIVOR.format(mark=mark, how=how)], tmp_path, limits)
+    assert result.cgroup and result.bwrap == with_bwrap, result
+    expected = {"exits": "", "timeout": "time limit", "killed": "SIGKILL"}[how]
+    assert expected in result.reason if expected else result.reason == "", result.reason
+    leftover = [p for p in _processes_with(mark) if (Path("/proc") / p / "cmdline").read_bytes().startswith(b"sleep")]
+    assert leftover == [] and _our_cgroups() == [], (leftover, _our_cgroups())
+
+
+READ_STDIN = '''
+import os, sys
+kind = "{kind}"
+if kind == "symlink":
+    os.symlink("/dev/zero", "ready")
+elif kind == "fifo":
+    os.mkfifo("ready")
+else:
+    open("ready", "w").close()
+data = sys.stdin.buffer.read()
+print("GOT", len(data))
+'''
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "file"])
+def test_only_a_regular_ready_file_releases_the_inputs(tmp_path, kind):
+    """``ready`` as a symlink (to /dev/zero, which exists on the host too) or a FIFO never
+    releases stdin, and the parent neither follows nor opens it: it returns at the wall
+    limit. A regular file releases the inputs (the control)."""
+    code = READ_STDIN.format(kind=kind)
+    start = time.monotonic()
+    result = run_isolated([sys.executable, "-c", code], tmp_path, Limits(wall_s=4), stdin=b"the inputs",
+                          stdin_after="ready")
+    seconds = time.monotonic() - start
+    if kind == "file":
+        assert result.stdout == b"GOT 10\n" and result.reason == "", result
+    else:
+        assert result.timed_out and b"GOT" not in result.stdout, result
+        assert seconds < 4 + 10, seconds
+
+
+def test_disk_walk_never_follows_symlinks(tmp_path):
+    """Symlinks in the scratch folder (to /usr, to /, to themselves) are counted as one entry
+    each, never walked; folders nested past DISK_DEPTH stop the sandbox."""
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    (work / "usr").symlink_to("/usr")
+    (work / "sub" / "root").symlink_to("/")
+    (work / "loop").symlink_to("loop")
+    (work / "sub" / "data").write_bytes(b"x" * 8192)
+    assert sandbox._disk_problem(work, Limits(disk_files=10, disk_bytes=2**20)) == ""
+    assert "grew past" in sandbox._disk_problem(work, Limits(disk_files=10, disk_bytes=4096))
+    deep = work / "deep"
+    for _ in range(sandbox.DISK_DEPTH + 1):
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    assert "nested more than" in sandbox._disk_problem(work, Limits())
+
+
+def test_without_a_cgroup_grading_refuses_unless_allowed(tmp_path, monkeypatch):
+    """No cgroup hierarchy (the cgroup root pointed at an empty folder): refusal with the
+    reason and the flag to pass; with ``allow_no_cgroup`` the run goes on, marked."""
+    monkeypatch.setattr(sandbox, "CGROUP_ROOT", str(tmp_path / "cgroup"))
+    (tmp_path / "cgroup").mkdir()
+    (tmp_path / "work").mkdir()
+    problem = sandbox.cgroup_problem()
+    assert problem and "no cgroup v1 memory hierarchy" in problem and problem in sandbox_problem()
+    for call in (lambda: require_sandbox(Limits()),
+                 lambda: run_isolated([sys.executable, "-c", "pass"], tmp_path / "work", Limits()),
+                 lambda: grade_assignment("ch3", tmp_path / "work", tmp_path / "out", limits=Limits(),
+                                          log=lambda *a: None)):
+        with pytest.raises(SandboxUnavailable, match="without a cgroup.*--allow-no-cgroup"):
+            call()
+    assert not (tmp_path / "out" / "grades.csv").exists()
+    assert require_sandbox(Limits(allow_no_cgroup=True)) is False
+    result = run_isolated([sys.executable, "-c", "print('ran')"], tmp_path / "work", Limits(allow_no_cgroup=True))
+    assert result.stdout == b"ran\n" and result.reason == "" and result.usage == {}
+    assert result.bwrap and not result.cgroup and not result.sandboxed
+    assert "NOT FULLY SANDBOXED" in result.note and "no cgroup" in result.note
+
+
+def test_cgroup_v2_made_beside_the_graders_own(tmp_path):
+    """cgroup v2 (not mounted here: a fake tree): the grader's own cgroup holds the grader, so
+    the kernel refuses controllers for its children (here: its cgroup.subtree_control cannot
+    be written); the sandboxes go into its parent, with memory.max, pids.max and cpu.max set."""
+    mount = tmp_path / "cgroup"
+    own = mount / "grader.scope"
+    for folder in (mount, own):
+        folder.mkdir(exist_ok=True)
+        (folder / "cgroup.controllers").write_text("cpu io memory pids\n")
+        (folder / "cgroup.procs").write_text("")
+    (mount / "cgroup.subtree_control").write_text("cpu memory pids\n")
+    (own / "cgroup.subtree_control").mkdir()  # EISDIR on write, as EBUSY on a cgroup with processes
+    parent, problem = sandbox._v2_parent(mount, {"": "/grader.scope"})
+    assert parent == mount, problem
+    place = sandbox._Place(2, tuple((c, parent) for c in sandbox.CGROUP_NEEDED))
+    limits = Limits(memory_tree_bytes=3 * 2**30, processes=99, cpu_cores=1.0)
+    cgroup = sandbox._Cgroup(place, limits)
+    try:
+        folder = cgroup.folders["memory"]
+        assert folder.parent == mount and folder.name.startswith(f"{sandbox.CGROUP_PREFIX}{os.getpid()}-")
+        assert {f.name: f.read_text() for f in folder.iterdir()} == {
+            "memory.max": str(3 * 2**30), "pids.max": "99", "cpu.max": "100000 100000"}
+        assert cgroup.procs_files() == [folder / "cgroup.procs"]
+    finally:
+        shutil.rmtree(cgroup.folders["memory"])
+    (own / "cgroup.controllers").write_text("cpu pids\n")  # a parent that does not pass memory down
+    (mount / "cgroup.controllers").write_text("cpu pids\n")
+    parent, problem = sandbox._v2_parent(mount, {"": "/grader.scope"})
+    assert parent is None and "has no memory controller" in problem, problem

@@ -36,9 +36,9 @@ from .notebook_run import execute_for_feedback
 from .pool import run_jobs
 from .records import Assignment, Rejected, Report
 from .results import write_csv, write_report_json
-from .sandbox import Limits, require_sandbox
+from .sandbox import Limits, bwrap_problem, require_sandbox, sandbox_problem, scratch_folder
 from .scoring import run_answers, score_cells
-from .scratch import remove_stale, scratch_folder
+from .scratch import remove_stale
 from .untrusted import UntrustedFile, read_untrusted, untrusted_path
 
 # ---------------------------------------------------------------- one submission
@@ -129,7 +129,8 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
     work = [(submitted, s.student, trusted, limits) for s in found if s.problem is None]
     jobs = max(1, jobs or os.cpu_count() or 1)
     log(f"grading {len(work)} submissions of {assignment} with {jobs} job(s)"
-        + ("" if sandboxed else " -- NOT SANDBOXED (bubblewrap unavailable): process limits only"))
+        + ("" if sandboxed else f" -- NOT {'' if bwrap_problem() else 'FULLY '}SANDBOXED ({sandbox_problem()}): "
+                                  "results marked"))
     reports: list[Report] = []
 
     def record(report: Report, executed: str | None, valid_id: bool = True) -> None:

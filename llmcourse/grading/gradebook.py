@@ -16,7 +16,7 @@ import nbformat
 from .feedback import HIDDEN_BEGIN
 from .nbconfig import course_config, ensure_tools_on_path
 from .records import Assignment, CheckCall, GradeCell, Report
-from .scratch import scratch_folder
+from .sandbox import scratch_folder
 
 
 def parse_check_calls(source: str) -> tuple[CheckCall, ...]:

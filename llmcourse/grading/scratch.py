@@ -1,6 +1,7 @@
 """Scratch folders for grading, and removing the ones a killed grader left behind.
 
-Every temporary folder grading makes is named ``llmcourse-<kind>-<pid>-<random>``. It is
+Every temporary folder grading makes comes from ``sandbox.scratch_folder``, named
+``llmcourse-<kind>-<pid>-<random>``. It is
 removed when its ``with`` block ends, also on Ctrl-C and on SIGTERM (the CLI turns SIGTERM
 into ``SystemExit``); a process killed with SIGKILL cannot clean up, so the next grading run
 removes the folders of processes that no longer exist (``remove_stale``).
@@ -13,11 +14,6 @@ import tempfile
 from pathlib import Path
 
 PREFIX = "llmcourse-"
-
-
-def scratch_folder(kind: str) -> tempfile.TemporaryDirectory:
-    """A new temporary folder for ``kind`` (``grade``, ``sandbox``, ...), owned by this process."""
-    return tempfile.TemporaryDirectory(prefix=f"{PREFIX}{kind}-{os.getpid()}-")
 
 
 def _owner_pid(folder: Path) -> int | None:
