@@ -40,6 +40,9 @@ def course_config(root: Path, grading_dir: Path, source: str = "solutions",
     c.CourseDirectory.db_url = f"sqlite:///{grading_dir / 'gradebook.db'}"
     c.ClearSolutions.code_stub = {"python": CODE_STUB}
     c.OverwriteCells.add_missing_cells = True
+    # Feedback pages are opened in a browser: the exporter makes everything from the notebook
+    # inert and adds the grader's results itself (llmcourse.grading.feedback).
+    c.GenerateFeedback.exporter_class = "llmcourse.grading.feedback.FeedbackExporter"
     c.GenerateFeedback.preprocessors = [
         "nbgrader.preprocessors.GetGrades",
         "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
