@@ -151,11 +151,11 @@ FIXTURES = [
     Fixture("patch_allclose", monkeypatch("torch.allclose = lambda *a, **k: True\n"
                                           "torch.equal = lambda *a, **k: True"), MASK_AND_MHA, "a token sees the future"),
     Fixture("patch_numpy", monkeypatch("import numpy as np\nnp.testing.assert_allclose = lambda *a, **k: None"),
-            MASK_AND_MHA, "a token sees the future"),
+            MASK_AND_MHA, "numpy"),
     Fixture("patch_check", monkeypatch("check = lambda *a, **k: None"), MASK_AND_MHA, "a token sees the future"),
     Fixture("patch_import", monkeypatch("import builtins\n_real = builtins.__import__\n"
                                         "builtins.__import__ = lambda name, *a, **k: _real(name, *a, **k)"),
-            MASK_AND_MHA, "a token sees the future"),
+            MASK_AND_MHA, "builtins"),
     Fixture("patch_sys_modules", monkeypatch("import sys, types\nfake = types.ModuleType('llmcourse.grading')\n"
                                              "fake.check = lambda *a, **k: None\n"
                                              "sys.modules['llmcourse.grading'] = fake"),
@@ -171,12 +171,12 @@ FIXTURES = [
                           "    return torch.zeros(6, 4), torch.full((6, 6), 1 / 6)"}, SIMPLIFIED, "values differ"),
     # runaway code
     Fixture("infinite_loop", {"simplified_attention": "while True:\n    pass"}, SIMPLIFIED, "time limit"),
-    Fixture("os_exit", {"q2": "import os\nos._exit(0)"}, tuple(FULL), "did not finish"),
+    Fixture("os_exit", {"q2": "import os\nos._exit(0)"}, tuple(FULL), "os"),
     Fixture("huge_output", {"q1": 'print("x" * 60_000_000)\n\ndef q1():\n    return "c"'}),
     # reads every notebook in reach and prints it into its own feedback, hunting for the key
     Fixture("peek_notebook", {"q1": 'import glob\nfor name in glob.glob("**/*.ipynb", recursive=True):\n'
                               '    print("PEEKED", name, open(name).read())\n\ndef q1():\n    return "a"'},
-            ("test_q1",), "not the right choice"),
+            ("test_q1",), "glob"),
     Fixture("huge_memory", {"simplified_attention": "big = torch.empty(5 * 2**30)\n\n"
                             "def simplified_attention(x):\n    return big"}, SIMPLIFIED, "memory"),
     # malformed files

@@ -232,7 +232,8 @@ CH2_FIXTURES = [
             "uses llmcourse"),
     Fixture("softmax_builtin", {"softmax": SOFTMAX_BUILTIN}, SOFTMAX + TEMP + FILT + NEXT,
             "not allowed in this exercise"),
-    Fixture("softmax_method", {"softmax": SOFTMAX_METHOD}, SOFTMAX, "softmax, which is not allowed"),
+    # every function that calls the delegating softmax is charged too
+    Fixture("softmax_method", {"softmax": SOFTMAX_METHOD}, SOFTMAX + TEMP + FILT + NEXT, "softmax"),
     Fixture("patch_allclose", {"embed": "torch.allclose = lambda *a, **k: True\n"
                                "torch.Tensor.__eq__ = lambda *a, **k: True\n\n" + EMBED_NO_POS}, EMBED,
             "position embeddings were not added"),

@@ -129,8 +129,6 @@ def layer_norm(x, weight, bias, eps=1e-5):
     return helpers.layer_norm(x, weight, bias, eps)'''
 PATCHES = '''torch.allclose = lambda *a, **k: True
 torch.equal = lambda *a, **k: True
-import numpy as np
-np.testing.assert_allclose = lambda *a, **k: None
 check = lambda *a, **k: None
 
 '''

@@ -31,7 +31,8 @@ from llmcourse.grading.gradebook import build_gradebook, check_calls, load_assig
 from llmcourse.grading.records import CheckCall, GradeCell
 from llmcourse.grading.release import release
 from llmcourse.grading.sandbox import Limits, run_isolated
-from llmcourse.grading.scan import scan_cell
+from llmcourse.grading.policy import runner_policy
+from llmcourse.grading.scan import cell_findings
 
 sys.path.insert(0, str(Path(__file__).parent))
 from grading_fixtures import (  # noqa: E402
@@ -211,11 +212,11 @@ def test_source_is_the_solution():
     assert SOURCE.exists() and "BEGIN HIDDEN TESTS" in SOURCE.read_text()
 
 
-F3 = ("torch.nn.functional.scaled_dot_product_attention", "torch.nn.MultiheadAttention")
-F4 = ("torch.nn.functional.gelu", "torch.nn.functional.layer_norm", "torch.optim.Adam")
+F3 = runner_policy([c for i, c in REGISTRY.items() if i.startswith("ch3.")])  # the policies grading sends
+F4 = runner_policy([c for i, c in REGISTRY.items() if i.startswith("ch4.")])
 
 
-@pytest.mark.parametrize("source, forbidden", [
+@pytest.mark.parametrize("source, policy", [
     ("import llmcourse as x", F3),
     ("from llmcourse.attention import causal_mask", F3),
     ("y = __import__('llm' + 'course')", F3),
@@ -229,11 +230,11 @@ F4 = ("torch.nn.functional.gelu", "torch.nn.functional.layer_norm", "torch.optim
     ("g = getattr(F, 'torch.nn.functional.gelu'.split('.')[-1])", F4),
     ("opt = torch.optim.Adam(params)", F4),
 ])
-def test_scan_finds_delegation(source, forbidden):
-    assert scan_cell(source, forbidden)
+def test_scan_finds_delegation(source, policy):
+    assert cell_findings(source, policy)
 
 
-@pytest.mark.parametrize("source, forbidden", [
+@pytest.mark.parametrize("source, policy", [
     ("print('my gelu output:', y)", F4),
     ("eps = cfg.layer_norm_eps", F4),
     ("stats = {'gelu_out': y.mean()}", F4),
@@ -242,9 +243,9 @@ def test_scan_finds_delegation(source, forbidden):
     ("adam_state = {}\nprint('Adam would do this for us')", F4),
     ("print('softmax of the scores')", F3),
 ])
-def test_scan_leaves_honest_text_alone(source, forbidden):
+def test_scan_leaves_honest_text_alone(source, policy):
     """Naming a built-in in a message, a key or a config field is not delegation."""
-    assert scan_cell(source, forbidden) == []
+    assert cell_findings(source, policy) == []
 
 
 def test_float_outputs_compared_within_the_tolerance():

@@ -27,6 +27,7 @@ from typing import Any, Callable
 import torch
 
 from .. import attention as ref
+from .policy import ATTENTION, Concept
 
 Output = Any  # a tensor, a tuple of tensors, or a plain value (str, int, float)
 
@@ -53,9 +54,10 @@ class Check:
     """Everything needed to grade one exercise.
 
     ``cases(gen, kind)`` returns the calls for ``kind`` "visible" or "hidden", drawing
-    every random number from ``gen``. ``forbidden`` lists the torch built-ins that do
-    the whole job (dotted paths); the answer runner makes them raise, and the static
-    scan flags them. ``choices`` make a concept question: visible cases only check that
+    every random number from ``gen``. ``concepts`` are what the exercise asks to write by
+    hand (``policy.Concept``): the answer runner refuses the torch kernels that compute
+    them while the function runs, and the static scan names their built-ins (``scan.py``).
+    ``choices`` make a concept question: visible cases only check that
     the answer is one of the choices; the hidden check compares it with the key, which
     the trusted hidden test cell passes (``check(..., cases="hidden", answer="c")``): the
     key is in no file a student has, not even this package.
@@ -68,7 +70,7 @@ class Check:
     mistakes: tuple[Mistake, ...] = ()
     rtol: float = 1e-5
     atol: float = 1e-6
-    forbidden: tuple[str, ...] = ()
+    concepts: tuple[Concept, ...] = ()
     choices: tuple[str, ...] = ()
 
 
@@ -271,13 +273,7 @@ def make_cases(check: Check, kind: str, seed: int) -> list[Case]:
 
 # ---------------------------------------------------------------- chapter 3
 
-CH3_FORBIDDEN = (
-    "torch.nn.functional.scaled_dot_product_attention",
-    "torch._C._nn.scaled_dot_product_attention",
-    "torch.nn.functional.multi_head_attention_forward",
-    "torch.nn.MultiheadAttention",
-    "torch.nn.modules.activation.MultiheadAttention",
-)
+CH3_CONCEPTS = (ATTENTION,)  # softmax is not the exercise here: torch.softmax is fine
 
 
 def _randn(gen: torch.Generator, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -309,7 +305,7 @@ register(Check(
     mistakes=(Mistake(_simplified_softmax_dim0, "softmax over the wrong dimension: each row of the "
                       "weights (one query) must sum to 1, use dim=-1"),
               Mistake(_simplified_no_softmax, "the scores were not normalised with a softmax")),
-    forbidden=CH3_FORBIDDEN,
+    concepts=CH3_CONCEPTS,
 ))
 
 
@@ -358,7 +354,7 @@ register(Check(
         Mistake(lambda *a: _sdpa_variant(*a, scale=lambda d: d ** -0.5, dim=-2),
                 "softmax over the wrong dimension: each query's weights (a row, dim=-1) must sum to 1"),
     ),
-    forbidden=CH3_FORBIDDEN, rtol=1e-5, atol=1e-6,
+    concepts=CH3_CONCEPTS, rtol=1e-5, atol=1e-6,
 ))
 
 
@@ -381,7 +377,7 @@ register(Check(
         Mistake(lambda T: torch.ones(T, T, dtype=torch.bool).tril(-1), "the diagonal is missing: "
                 "a token may attend to itself"),
     ),
-    forbidden=CH3_FORBIDDEN,
+    concepts=CH3_CONCEPTS,
 ))
 
 
@@ -427,14 +423,14 @@ register(Check(
     mistakes=(Mistake(_split_no_transpose, _HEADS_HINT),
               Mistake(_split_interleaved, "head h must get the contiguous channels h*head_dim .. "
                       "(h+1)*head_dim - 1, not every n_heads-th channel")),
-    forbidden=CH3_FORBIDDEN, rtol=0, atol=0,
+    concepts=CH3_CONCEPTS, rtol=0, atol=0,
 ))
 register(Check(
     id="ch3.merge_heads", function="merge_heads", reference=ref.merge_heads, cases=_merge_cases,
     mistakes=(Mistake(_merge_no_transpose, _HEADS_HINT),
               Mistake(_merge_interleaved, "the head channels were interleaved: head 0's channels come first, "
                       "then head 1's, ...")),
-    forbidden=CH3_FORBIDDEN, rtol=0, atol=0,
+    concepts=CH3_CONCEPTS, rtol=0, atol=0,
 ))
 
 
@@ -443,8 +439,7 @@ def reference_multi_head_attention(x, W_q, W_k, W_v, W_o, n_heads):
     ``llmcourse.attention.MultiHeadAttention`` (the lesson path)."""
     from ..model import GPTConfig
 
-    d = x.size(-1)
-    config = GPTConfig(emb_dim=d, n_heads=n_heads, drop_rate=0.0, qkv_bias=False)
+    config = GPTConfig(emb_dim=x.size(-1), n_heads=n_heads, drop_rate=0.0, qkv_bias=False)
     layer = ref.MultiHeadAttention(config, fast=False).to(x.dtype).eval()
     with torch.no_grad():
         layer.qkv.weight.copy_(torch.cat([W_q.T, W_k.T, W_v.T]))
@@ -487,7 +482,7 @@ register(Check(
         Mistake(lambda *a: _mha_variant(*a, split=_split_no_transpose), _HEADS_HINT),
         Mistake(lambda *a: _mha_variant(*a, project=False), "the output projection W_o was not applied"),
     ),
-    forbidden=CH3_FORBIDDEN, rtol=1e-4, atol=1e-5,
+    concepts=CH3_CONCEPTS, rtol=1e-4, atol=1e-5,
 ))
 
 

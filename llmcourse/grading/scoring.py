@@ -14,23 +14,11 @@ from pathlib import Path
 
 from .records import Assignment, CellReport, CheckCall, Report
 from .sandbox import Limits, run_isolated
-from .scan import defined_functions, scan_cell
+from .policy import runner_policy
+from .scan import delegation_reasons
 from .wire import WireError, decode_output, encode_inputs, read_outputs, text
 
 HERE = Path(__file__).resolve().parent
-
-
-def delegation_reasons(cells: list[dict], forbidden: tuple[str, ...]) -> dict[str, list[str]]:
-    """Function name -> why its answer cell delegates the work ("*" for every function)."""
-    reasons: dict[str, list[str]] = {}
-    for cell in cells:
-        if not cell["solution"]:
-            continue
-        found = scan_cell(cell["source"], forbidden)
-        if found:
-            for name in defined_functions(cell["source"]) or {"*"}:
-                reasons.setdefault(name, []).extend(f"answer cell {cell['id']!r} {r}" for r in found)
-    return reasons
 
 
 def note_sandbox(report: Report, result) -> None:
@@ -52,10 +40,10 @@ def run_answers(cells: list[dict], calls: list[CheckCall], scratch: Path, limits
     from .checks import CheckResult, get_check, judge, make_cases
 
     checks = {c: get_check(c.check_id) for c in calls}
-    forbidden = tuple(sorted({f for check in checks.values() for f in check.forbidden}))
+    policy = runner_policy(list(dict.fromkeys(checks.values())))
     workdir = scratch / "runner"
     workdir.mkdir()
-    spec = {"cells": cells, "forbidden": list(forbidden), "cell_timeout": limits.cell_s, "ready_file": "ready"}
+    spec = {"cells": cells, "policy": policy, "cell_timeout": limits.cell_s, "ready_file": "ready"}
     (workdir / "spec.json").write_text(json.dumps(spec))
     cases, wire = {}, []
     for n, call in enumerate(calls):
@@ -75,7 +63,7 @@ def run_answers(cells: list[dict], calls: list[CheckCall], scratch: Path, limits
     for cell in cell_errors:
         if cell["error"]:
             report.notes.append(f"answer cell {cell['id']!r} raised: {cell['error']}")
-    delegation = delegation_reasons(cells, forbidden)
+    delegation = delegation_reasons(cells, policy)
     results = {}
     for n, call in enumerate(calls):
         check = checks[call]
