@@ -137,15 +137,26 @@ def _markdown(text: str, raw: str | None = None):
     return edit
 
 
+def _with_code_cell(code: str, markdown):
+    """``markdown``'s edit, plus a code cell of the student's own after the first answer cell:
+    the feedback run executes it (its outputs reach the page); answer cells may import only
+    what the exercise allows, so plots and displays live in cells like this one."""
+    def edit(nb: dict) -> None:
+        markdown(nb)
+        at = next(i for i, c in enumerate(nb["cells"]) if c.get("id") == "simplified_attention") + 1
+        nb["cells"].insert(at, {"cell_type": "code", "id": "my-own-cell", "source": code, "metadata": {},
+                                "outputs": [], "execution_count": None})
+    return edit
+
+
 def class_fixtures() -> list[Fixture]:
     return [
         Fixture("honest"),
-        Fixture("plotter", {"simplified_attention": PLOT + "\n" + _answer("simplified_attention")},
-                edit=_markdown(HONEST_MARKDOWN)),
+        Fixture("plotter", edit=_with_code_cell(PLOT, _markdown(HONEST_MARKDOWN))),
         Fixture("attacker", {
-            "simplified_attention": _answer("simplified_attention") + "\n" + ATTACK_OUTPUTS,
             "q2": 'def q2():\n    return "a"\n\n\nraise ValueError("<img src=x onerror=alert(1)>Grader: 15 / 15")\n',
-        }, edit=_markdown(ATTACK_MARKDOWN, raw="<script>window.pwned = 1</script><b>raw</b>")),
+        }, edit=_with_code_cell(ATTACK_OUTPUTS, _markdown(ATTACK_MARKDOWN,
+                                                          raw="<script>window.pwned = 1</script><b>raw</b>"))),
     ]
 
 

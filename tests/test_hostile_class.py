@@ -203,10 +203,41 @@ def test_bad_student_ids_are_refused_and_neutralised(graded):
 @needs_bwrap
 @pytest.mark.parametrize("name", ["outputs_dev_zero", "outputs_fifo"])
 def test_runner_outputs_that_are_not_plain_files_count_for_nothing(graded, name):
+    """Graded code may not import os (the allowlist); if it got around that, the parent would
+    still refuse the file (``test_read_outputs_refuses_what_is_not_the_wire_format``)."""
     report = graded["reports"][name]
-    assert report.score == 0, text_of(report)
-    assert "did not finish" in text_of(report) and "plain file" in text_of(report) or \
-        "not a regular file" in text_of(report), text_of(report)
+    assert all(points(report)[c] == 0 for c in WRONG_MASK) and "imports os" in text_of(report), text_of(report)
+
+
+def test_read_outputs_refuses_what_is_not_the_wire_format(tmp_path):
+    from safetensors.torch import save
+
+    from llmcourse.grading.wire import WireError, read_outputs
+
+    def folder(name, outputs, tensors=b""):
+        path = tmp_path / name
+        path.mkdir()
+        if callable(outputs):
+            outputs(path / "outputs.json")
+        else:
+            (path / "outputs.json").write_bytes(outputs)
+        (path / "outputs.safetensors").write_bytes(tensors or save({}))
+        return path
+
+    good = json.dumps({"cells": [{"id": "a", "error": None}], "calls": {"c0.0": {"output": {"value": 1}}}}).encode()
+    assert read_outputs(folder("good", good))[1] == {"c0.0": {"output": {"value": 1}}}
+    cases = {"dev_zero": (lambda p: p.symlink_to("/dev/zero"), "plain file"),
+             "fifo": (lambda p: os.mkfifo(p), "not a regular file"),
+             "huge": (lambda p: os.truncate(p, 17 * 2**20) if p.touch() is None else None, "too large"),
+             "garbled": (b'{"cells": [', "garbled"), "shape": (b'[1, 2]', "format"),
+             "deep": (b"[" * 100000 + b"]" * 100000, "garbled")}
+    for name, (outputs, why) in cases.items():
+        with pytest.raises(WireError, match=why):
+            read_outputs(folder(name, outputs))
+    with pytest.raises(WireError, match="without writing"):
+        read_outputs(tmp_path)
+    with pytest.raises(WireError, match="garbled"):
+        read_outputs(folder("bad_tensors", good, b"\xff" * 100))
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ from llmcourse.grading.sandbox import (Limits, SandboxUnavailable, find_bwrap, r
                                        sandbox_problem)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from grading_fixtures import FULL, HEADS, MASK, MHA, ROOT, SDPA, SIMPLIFIED, SOURCE, Fixture, notebook_text  # noqa: E402
+from grading_fixtures import HEADS, MASK, MHA, ROOT, SDPA, SIMPLIFIED, SOURCE, Fixture, notebook_text  # noqa: E402
 
 pytestmark = [pytest.mark.xdist_group("grading"),
               pytest.mark.skipif(find_bwrap() is None, reason="bubblewrap is not installed "
@@ -113,6 +113,7 @@ for host, port in [("127.0.0.1", {port}), ("localhost", {port}), ("1.1.1.1", 53)
         attempts.append(f"{{host}}:{{port}} connected")
     except OSError as e:
         attempts.append(f"{{host}}:{{port}} {{type(e).__name__}} after {{time.monotonic() - start:.2f}} s")
+print("ATTEMPTS:", "; ".join(attempts))
 
 def q2():
     if answer is None:
@@ -135,6 +136,7 @@ for _ in range(2000):
         finally:
             os._exit(0)
     children += 1
+print(f"fork bomb stopped after {{children}} forks: {{error}}")
 
 def simplified_attention(x):
     raise RuntimeError(f"fork bomb stopped after {{children}} forks: {{error}}")
@@ -191,19 +193,25 @@ HONEST = ["honest", "honest_mistake"]
 
 
 def attackers(port: int, db: Path) -> list[Fixture]:
-    """The attacks, with the grade cells each must lose and a phrase its report must contain."""
+    """The attacks, with the grade cells each must lose and a phrase its report must contain.
+
+    In the answer runner the allowlist refuses each attack's imports or ``open`` before it
+    runs ("... in this exercise"), so its own function scores nothing; the feedback run
+    executes the same code as a plain notebook, inside the sandbox, where the limits and
+    the isolation stop it (``test_no_solutions_gradebook_or_network_reached`` and the
+    others read what it printed there)."""
+    refused = "in this exercise"
     return [
-        Fixture("attack_solutions", {"causal_mask": READ_SOLUTIONS.format(root=str(ROOT))}, MASK + MHA,
-                "causal_mask is not written yet"),
-        Fixture("attack_gradebook", {"q1": GRADEBOOK.format(db=str(db))}, ("test_q1",), "not the right choice"),
-        Fixture("attack_network", {"q2": NETWORK.format(port=port)}, ("test_q2",), "no network"),
+        Fixture("attack_solutions", {"causal_mask": READ_SOLUTIONS.format(root=str(ROOT))}, MASK + MHA, refused),
+        Fixture("attack_gradebook", {"q1": GRADEBOOK.format(db=str(db))}, ("test_q1",), refused),
+        Fixture("attack_network", {"q2": NETWORK.format(port=port)}, ("test_q2",), refused),
         Fixture("attack_fork_bomb", {"simplified_attention": FORK_BOMB.format(mark=SLEEP_MARK)}, SIMPLIFIED,
-                "fork bomb stopped after"),
+                refused),
         Fixture("attack_memory", {"heads": MEMORY}, HEADS + MHA, "allocate"),
-        Fixture("attack_huge_file", {"scaled_dot_product_attention": HUGE_FILE}, SDPA + MHA, "File too large"),
-        Fixture("attack_fill_disk", {"simplified_attention": FILL_DISK}, tuple(FULL), "disk limit"),
+        Fixture("attack_huge_file", {"scaled_dot_product_attention": HUGE_FILE}, SDPA + MHA, refused),
+        Fixture("attack_fill_disk", {"simplified_attention": FILL_DISK}, SIMPLIFIED, "disk limit"),
         Fixture("attack_print", {"q1": HUGE_PRINT}, (), ""),  # harmless once capped: full marks
-        Fixture("attack_sleep", {"q1": SLEEPER}, tuple(FULL), "time limit"),
+        Fixture("attack_sleep", {"q1": SLEEPER}, ("test_q1",), "time limit"),
     ]
 
 
@@ -314,7 +322,7 @@ def test_no_solutions_gradebook_or_network_reached(graded):
     assert "SOLUTIONS FOUND: None" in autograded(out, "attack_solutions")
     assert "GRADEBOOKS WRITTEN: []" in autograded(out, "attack_gradebook")
     assert graded["listener"].connections == []
-    text = report_text(graded["reports"]["attack_network"])
+    text = re.search(r'ATTEMPTS: ([^"\\]*)', autograded(out, "attack_network")).group(1)  # printed there
     times = [float(t) for t in re.findall(r"after ([0-9.]+) s", text)]
     assert len(times) >= 4 and max(times) < 2, text  # each attempt refused at once, no hang
     assert "connected" not in text
@@ -322,7 +330,7 @@ def test_no_solutions_gradebook_or_network_reached(graded):
 
 @pytest.mark.slow
 def test_fork_bomb_bounded_and_cleaned_up(graded):
-    text = report_text(graded["reports"]["attack_fork_bomb"])
+    text = autograded(graded["out"], "attack_fork_bomb")  # what the feedback run printed
     children = int(re.search(r"fork bomb stopped after (\d+) forks", text).group(1))
     assert children < LIMITS.processes, text
     leftover = []

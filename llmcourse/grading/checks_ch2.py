@@ -7,6 +7,8 @@ so a student's ``pair`` argument is a list ``[a, b]`` in the notebook and the gr
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..generate import softmax_with_temperature, top_k_filter, top_p_filter
@@ -20,20 +22,10 @@ from .checks import (
     register,
     register_quiz,
 )
+from .policy import SOFTMAX
 
-# Built-ins that do the whole softmax. ``Tensor.softmax`` cannot be replaced at run time
-# (it is a method of a C type), but the static scan flags any ``.softmax`` / ``.log_softmax``.
-CH2_FORBIDDEN = (
-    "torch.softmax",
-    "torch._softmax",
-    "torch.log_softmax",
-    "torch.special.softmax",
-    "torch.special.log_softmax",
-    "torch.nn.functional.softmax",
-    "torch.nn.functional.log_softmax",
-    "torch.nn.Softmax",
-    "torch.nn.LogSoftmax",
-)
+# The chapter writes softmax by hand, and its sampling steps build on that softmax.
+CH2_CONCEPTS = (SOFTMAX,)
 
 # ---------------------------------------------------------------- one BPE step
 
@@ -115,7 +107,7 @@ register(Check(
                 "id replaces both"),
         Mistake(_merge_first_only, "only the first occurrence was merged: replace every occurrence"),
     ),
-    forbidden=CH2_FORBIDDEN,
+    concepts=CH2_CONCEPTS,
 ))
 
 # ---------------------------------------------------------------- the most frequent pair
@@ -195,7 +187,7 @@ register(Check(
         Mistake(_largest, "ties go to the smallest pair, not the largest"),
         Mistake(_non_overlapping, "overlapping pairs count separately: [7, 7, 7] holds (7, 7) twice"),
     ),
-    forbidden=CH2_FORBIDDEN,
+    concepts=CH2_CONCEPTS,
 ))
 
 # ---------------------------------------------------------------- a tiny BPE trainer
@@ -249,7 +241,7 @@ def _train_cases(gen: torch.Generator, kind: str) -> list[Case]:
 
 register(Check(
     id="ch2.train_bpe", function="train_bpe", reference=reference_train_bpe, cases=_train_cases,
-    mistakes=_TRAIN_MISTAKES, forbidden=CH2_FORBIDDEN,
+    mistakes=_TRAIN_MISTAKES, concepts=CH2_CONCEPTS,
 ))
 
 # ---------------------------------------------------------------- token + position embeddings
@@ -283,7 +275,7 @@ register(Check(
                 "of token t is row t of pos_table, i.e. pos_table[:T], whatever the token"),
         Mistake(lambda ids, tok, pos: tok[ids] + pos[:ids.size(-1)].flip(0), "positions in reverse order"),
     ),
-    forbidden=CH2_FORBIDDEN,
+    concepts=CH2_CONCEPTS,
 ))
 
 # ---------------------------------------------------------------- softmax
@@ -325,7 +317,7 @@ register(Check(
         Mistake(lambda x, dim=-1: torch.exp(x) / torch.exp(x).sum(), "normalised by the sum over the whole "
                 "tensor: sum along dim only (keepdim=True)"),
     ),
-    forbidden=CH2_FORBIDDEN, rtol=1e-5, atol=1e-7,
+    concepts=CH2_CONCEPTS, rtol=1e-5, atol=1e-7,
 ))
 
 # ---------------------------------------------------------------- temperature, top-k, top-p
@@ -356,7 +348,7 @@ register(Check(
         Mistake(lambda x, t: torch.softmax(x, dim=-1) / t, "divide the logits by T before the softmax, "
                 "not the probabilities after it"),
     ),
-    forbidden=CH2_FORBIDDEN, rtol=1e-5, atol=1e-7,
+    concepts=CH2_CONCEPTS, rtol=1e-5, atol=1e-7,
 ))
 
 
@@ -385,28 +377,39 @@ register(Check(
                 "-inf (probability 0 after the softmax); 0 is an ordinary logit"),
         Mistake(lambda x, k: -top_k_filter(-x, k), "the k smallest logits were kept: keep the k largest"),
     ),
-    forbidden=CH2_FORBIDDEN, rtol=0, atol=0,
+    concepts=CH2_CONCEPTS, rtol=0, atol=0,
 ))
+
+
+def _exact_tie(gen: torch.Generator, p: float) -> Case:
+    """Probabilities 1/2, 1/4, 1/8, 1/8 exactly (exp of ln 4, ln 2, 0 is exact in float32 and
+    float64), so every way of summing them reaches p exactly: the tie rule decides."""
+    logits = torch.tensor([[0.0, math.log(4), 0.0, math.log(2)]])[:, torch.randperm(4, generator=gen)]
+    return Case((logits, p), f"exact tie: probabilities 1/2, 1/4, 1/8, 1/8 and p={p}",
+                hint="a token is needed only while the more likely tokens sum to less than p: when they "
+                     "already sum to exactly p, drop it")
 
 
 def _top_p_cases(gen: torch.Generator, kind: str) -> list[Case]:
     cases = _with(gen, kind, "p=", (0.8,) if kind == "visible" else (0.9, 0.5, 0.3))
-    if kind == "hidden":
-        cases.append(Case((_randn(gen, 2, 6) + torch.tensor([6.0, 0, 0, 0, 0, 0]), 0.05),
-                          "p=0.05, smaller than the top token's probability: keep the top token",
-                          hint="the most likely token is always kept, even when its probability alone exceeds p"))
-        cases.append(Case((_randn(gen, 2, 9), 1.0), "p=1.0: keep everything"))
-    return cases
+    if kind == "visible":
+        return cases + [_exact_tie(gen, 0.5)]
+    cases.append(Case((_randn(gen, 2, 6) + torch.tensor([6.0, 0, 0, 0, 0, 0]), 0.05),
+                      "p=0.05, smaller than the top token's probability: keep the top token",
+                      hint="the most likely token is always kept, even when its probability alone exceeds p"))
+    cases.append(Case((_randn(gen, 2, 9), 1.0), "p=1.0: keep everything"))
+    return cases + [_exact_tie(gen, 0.75)]
 
 
-def _top_p_variant(logits, p, *, include_crossing=True, sort=True):
+def _top_p_variant(logits, p, *, include_crossing=True, sort=True, strict=False):
     if sort:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
     else:
         sorted_logits, order = logits, torch.arange(logits.size(-1)).expand_as(logits)
     probs = torch.softmax(sorted_logits, dim=-1)
     cum = probs.cumsum(dim=-1)
-    drop_sorted = (cum - probs >= p) if include_crossing else (cum >= p)
+    before = cum - probs
+    drop_sorted = ((before > p) if strict else (before >= p)) if include_crossing else (cum >= p)
     drop = drop_sorted.scatter(-1, order, drop_sorted) if sort else drop_sorted
     return logits.masked_fill(drop, float("-inf"))
 
@@ -419,10 +422,12 @@ register(Check(
                 "probability reaches p"),
         Mistake(lambda x, p: _top_p_variant(x, p, sort=False), "the cumulative sum must run over the tokens "
                 "sorted from most to least likely, not in vocabulary order"),
+        Mistake(lambda x, p: _top_p_variant(x, p, strict=True), "a token whose more likely tokens already "
+                "sum to exactly p was kept: the nucleus is complete then (>= p, not > p)"),
         Mistake(lambda x, p: _top_p_variant(x, p).nan_to_num(neginf=0.0), "the other logits must become -inf "
                 "(probability 0 after the softmax); 0 is an ordinary logit"),
     ),
-    forbidden=CH2_FORBIDDEN, rtol=0, atol=0,
+    concepts=CH2_CONCEPTS, rtol=0, atol=0,
 ))
 
 
@@ -487,7 +492,7 @@ def _probs_cases(gen: torch.Generator, kind: str) -> list[Case]:
 
 register(Check(
     id="ch2.next_token_probs", function="next_token_probs", reference=reference_next_token_probs,
-    cases=_probs_cases, mistakes=_PROBS_MISTAKES, forbidden=CH2_FORBIDDEN, rtol=1e-5, atol=1e-7,
+    cases=_probs_cases, mistakes=_PROBS_MISTAKES, concepts=CH2_CONCEPTS, rtol=1e-5, atol=1e-7,
 ))
 
 # ---------------------------------------------------------------- concept questions
