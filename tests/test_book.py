@@ -37,11 +37,6 @@ REPO = Path(__file__).resolve().parents[1]
 BOOK = REPO / "book"
 SITE = BOOK / "_build" / "html"
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
 # A cold build executes every chapter (each may take minutes); a cached one takes seconds.
 BUILD_TIMEOUT_S = 3600
 # Folders of the built site that hold assets, not pages.
@@ -118,18 +113,6 @@ def base_url(site):
     yield f"http://127.0.0.1:{server.server_address[1]}/"
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/install_system_deps.sh (as root)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def _pages(site: Path) -> list[str]:

@@ -33,9 +33,6 @@ from llmcourse.grading.records import CellReport, Report
 sys.path.insert(0, str(Path(__file__).parent))
 from grading_fixtures import FULL, Fixture, source, write_submissions  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 FAKE = "Grader: 15 / 15 points, reviewed by instructor"
 pytestmark = pytest.mark.xdist_group("grading")
 
@@ -289,18 +286,6 @@ def test_honest_pages_keep_scores_and_outputs(graded):
     assert soup.find("strong", string="bold") and soup.find("em", string="emphasis")
     assert soup.find("a", string="link")["href"] == "https://example.org/docs"
     assert soup.find("td", string="2") and len(soup.find_all("li", string=re.compile("one|two"))) == 2
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/install_system_deps.sh (as root)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def _visit(browser, path: Path) -> dict:
