@@ -264,18 +264,9 @@ def test_feedback_is_built_from_the_trusted_notebook(graded, name):
 @needs_bwrap
 def test_no_scratch_folder_is_left_behind(graded):
     """Folders of processes that have ended (the workers of the class above): none is left."""
-    left = [p for p in Path(tempfile.gettempdir()).glob("llmcourse-*") if not _alive(scratch._owner_pid(p))]
+    owners = {p: scratch._owner_pid(p) for p in Path(tempfile.gettempdir()).glob("llmcourse-*")}
+    left = [p for p, pid in owners.items() if pid is not None and not sandbox.process_alive(pid)]
     assert not left, left
-
-
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return True  # not a grading scratch folder
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_folders_of_a_killed_grader_are_removed_by_the_next_run():

@@ -85,7 +85,7 @@ def _grade_job(job) -> tuple[Report, str | None]:
         data = read_submitted_notebook(submitted, student, assignment.name, assignment.notebook)
         return grade_submission(data, f"{assignment.notebook}.ipynb", student, assignment, limits)
     except Rejected as e:
-        return Report(student, assignment.name, assignment.notebook).reject(assignment, str(e)), None
+        return failed(student, assignment, str(e)), None
     except Exception as e:  # noqa: BLE001 -- a grader bug must not stop the class
         return failed(student, assignment, f"internal grading error: {type(e).__name__}: {e}"), None
 
@@ -127,15 +127,16 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
     trusted = load_assignment(db_url, assignment, notebook)
     found = find_submissions(submitted, assignment)
     work = [(submitted, s.student, trusted, limits) for s in found if s.problem is None]
+    valid = {job[1] for job in work}  # in the gradebook; a refused id never is
     jobs = max(1, jobs or os.cpu_count() or 1)
     log(f"grading {len(work)} submissions of {assignment} with {jobs} job(s)"
         + ("" if sandboxed else f" -- NOT {'' if bwrap_problem() else 'FULLY '}SANDBOXED ({sandbox_problem()}): "
                                   "results marked"))
     reports: list[Report] = []
 
-    def record(report: Report, executed: str | None, valid_id: bool = True) -> None:
+    def record(report: Report, executed: str | None) -> None:
         """The parent alone writes the gradebook and files, one student at a time."""
-        if valid_id:
+        if report.student in valid:
             try:
                 save_grades(trusted, report)
             except Exception as e:  # noqa: BLE001 -- the gradebook refused this one: say so, go on
@@ -153,8 +154,7 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
 
     for s in found:
         if s.problem is not None:
-            record(failed(printable(s.student, 100), trusted, f"not a valid student id: {s.problem}"), None,
-                   valid_id=False)
+            record(failed(printable(s.student, 100), trusted, f"not a valid student id: {s.problem}"), None)
     if jobs == 1:  # in this process: the sandbox's own time limits bound the student code
         for job in work:
             record(*_grade_job(job))
@@ -164,7 +164,7 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
                 record(*result)
             else:  # the worker died or hung: this student only
                 record(failed(work[index][1], trusted, f"internal grading error: {result}"), None)
-    graded = [r for r in reports if r.student in {job[1] for job in work}]
+    graded = [r for r in reports if r.student in valid]
     totals = final_scores(trusted, [r.student for r in graded])
     write_feedback(config, trusted, graded, out, log)
     write_csv(trusted, reports, totals, out / "grades.csv")

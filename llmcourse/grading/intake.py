@@ -60,9 +60,10 @@ def find_submissions(submitted: Path, assignment: str) -> list[Submission]:
     name; refused ids are listed too, with the reason, so nobody disappears silently."""
     found = []
     for entry in sorted(Path(submitted).iterdir(), key=lambda p: p.name):
-        if entry.is_symlink() or not entry.is_dir():
-            if entry.is_symlink():
-                found.append(Submission(entry.name, "the student folder is a symlink"))
+        if entry.is_symlink():
+            found.append(Submission(entry.name, "the student folder is a symlink"))
+            continue
+        if not entry.is_dir():
             continue
         if not (entry / assignment).exists() and not (entry / assignment).is_symlink():
             continue  # this student did not hand in this assignment

@@ -33,7 +33,7 @@ def execute_for_feedback(nb, sent, scratch: Path, limits: Limits, report: Report
     result = run_isolated([sys.executable, "-I", str(HERE / "execute_notebook.py"), "restored.ipynb",
                            "executed.ipynb", str(limits.cell_s), str(limits.output_bytes)], workdir, limits)
     note_sandbox(report, result)
-    if result.reason or result.returncode != 0:
+    if not result.clean:
         return f"executing the notebook failed: {result.reason or f'exited with status {result.returncode}'}"
     try:
         status = json.loads(read_untrusted(workdir, "execution.json", 64 * 1024))

@@ -86,6 +86,7 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 CGROUP_NEEDED = ("memory", "pids", "cpu")
 CGROUP_V1_EXTRA = ("cpuacct", "freezer")  # v1, used where present: CPU time used; killing a tree without a race
 CPU_PERIOD_US = 100_000
+SCRATCH_PREFIX = "llmcourse-"  # + kind, pid, random: see scratch_folder
 CGROUP_PREFIX = "llmcourse-sandbox-"  # + grader pid, counter, random: a stale one is recognised by its pid
 
 
@@ -93,7 +94,7 @@ def scratch_folder(kind: str) -> tempfile.TemporaryDirectory:
     """A new temporary folder for grading, ``llmcourse-<kind>-<pid>-<random>``: the pid lets a
     later run remove the folders a killed grader left (``scratch.remove_stale``). Here, as
     this module imports no sibling (it also runs as a copy on its own)."""
-    return tempfile.TemporaryDirectory(prefix=f"llmcourse-{kind}-{os.getpid()}-")
+    return tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{kind}-{os.getpid()}-")
 
 
 class SandboxUnavailable(RuntimeError):
@@ -149,6 +150,11 @@ class Result:
     bwrap: bool = False
     cgroup: str = ""  # "v1" or "v2" when the run had its own cgroup
     usage: dict = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        """It exited by itself with status 0 and hit no limit: only then do its files count."""
+        return not self.reason and self.returncode == 0
 
 
 # ---------------------------------------------------------------- is bubblewrap usable here?
@@ -335,13 +341,14 @@ def _remove_stale(place: _Place) -> None:
         for folder in parent.glob(CGROUP_PREFIX + "*"):
             pid = folder.name[len(CGROUP_PREFIX):].split("-")[0]
             try:
-                if pid.isdigit() and not _alive(int(pid)) and time.time() - folder.stat().st_mtime > 60:
+                if pid.isdigit() and not process_alive(int(pid)) and time.time() - folder.stat().st_mtime > 60:
                     folder.rmdir()  # only an empty one: nothing is killed here
             except OSError:
                 pass
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's counts: it is not ours to clean up after)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -54,7 +54,7 @@ def run_answers(cells: list[dict], calls: list[CheckCall], scratch: Path, limits
                           stdin=encode_inputs(wire), stdin_after="ready")
     note_sandbox(report, result)
     try:
-        if result.reason or result.returncode != 0:  # only a clean exit counts: no outputs of a killed run
+        if not result.clean:  # no outputs of a killed run
             raise WireError(f"exited with status {result.returncode}")
         cell_errors, outputs, tensors = read_outputs(workdir)
     except WireError as e:

@@ -8,12 +8,12 @@ removes the folders of processes that no longer exist (``remove_stale``).
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
-PREFIX = "llmcourse-"
+from .sandbox import SCRATCH_PREFIX as PREFIX
+from .sandbox import process_alive
 
 
 def _owner_pid(folder: Path) -> int | None:
@@ -26,13 +26,8 @@ def remove_stale() -> list[Path]:
     removed = []
     for folder in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-*-*"):
         pid = _owner_pid(folder)
-        if pid is None or folder.is_symlink() or not folder.is_dir():
+        if pid is None or folder.is_symlink() or not folder.is_dir() or process_alive(pid):
             continue
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-        except PermissionError:
-            pass  # alive, another user's
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
     return removed
