@@ -22,8 +22,9 @@ import time
 import torch
 import torch.nn.functional as F
 
+from llmcourse.config import GPTConfig
 from llmcourse.generate import generate
-from llmcourse.model import GPTConfig, next_token_loss
+from llmcourse.model import next_token_loss
 from llmcourse.weights import load_hf_gpt2
 
 
@@ -48,7 +49,7 @@ def timed(fn, device, repeats):
 def build(args, device):
     import transformers
 
-    cfg = GPTConfig.from_preset(args.preset, context_length=args.context, drop_rate=0.0)
+    cfg = GPTConfig.from_preset(args.preset, context_length=args.context_length, drop_rate=0.0)
     torch.manual_seed(0)
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
         vocab_size=cfg.vocab_size, n_positions=cfg.context_length, n_embd=cfg.emb_dim,
@@ -63,7 +64,8 @@ def build(args, device):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="gpt2-small")
-    ap.add_argument("--context", type=int, default=256)
+    ap.add_argument("--context-length", "--context", type=int, default=256, dest="context_length",
+                    help="the model's context_length, and the tokens per sequence (--context is the old name)")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
@@ -79,9 +81,9 @@ def main():
     ours_fwd = torch.compile(ours) if args.compile else ours
 
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, cfg.vocab_size, (args.batch, args.context), generator=g).to(device)
-    y = torch.randint(0, cfg.vocab_size, (args.batch, args.context), generator=g).to(device)
-    tokens = args.batch * args.context
+    x = torch.randint(0, cfg.vocab_size, (args.batch, args.context_length), generator=g).to(device)
+    y = torch.randint(0, cfg.vocab_size, (args.batch, args.context_length), generator=g).to(device)
+    tokens = args.batch * args.context_length
     results = {}
 
     # Forward, inference mode.
@@ -145,7 +147,7 @@ def main():
         t_h.append(timed(gen_hf, device, 1))
     cached, uncached, hf_gen = (n / statistics.median(t) for t in (t_c, t_u, t_h))
 
-    print(f"\n{args.preset}, context {args.context}, batch {args.batch}, {args.dtype}, "
+    print(f"\n{args.preset}, context {args.context_length}, batch {args.batch}, {args.dtype}, "
           f"{args.threads} threads, device {device}, torch {torch.__version__}"
           f"{', compiled' if args.compile else ''}\n")
     print("| measurement | llmcourse tok/s | transformers tok/s | ratio |")

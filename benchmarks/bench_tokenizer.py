@@ -4,7 +4,8 @@ Run: LLMCOURSE_DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_tokeniz
 """
 import time
 
-from llmcourse.data import NextTokenDataset, read_text
+from llmcourse.data import NextTokenDataset
+from llmcourse.files import read_text
 from llmcourse.tokenizer import BPETokenizer, gpt2_tokenizer
 
 

@@ -13,10 +13,10 @@ Repeats alternate between the two; medians are reported.
 CPU (the default is what ``llmcourse train`` runs with no options: the tiny model,
 batch 8, its full context of 128, fp32, 2 threads; then gpt2-small's shapes):
     .venv/bin/python benchmarks/bench_train.py
-    .venv/bin/python benchmarks/bench_train.py --model gpt2-small --batch 2 --context 256 --steps 2
+    .venv/bin/python benchmarks/bench_train.py --model gpt2-small --batch 2 --max-length 256 --steps 2
 GPU (tokens/s and MFU of ours; the reference runs as well):
     python benchmarks/bench_train.py --device cuda --compile --dtype bf16 \\
-        --batch 16 --context 1024 --data tinyshakespeare.txt --peak-tflops 989
+        --batch 16 --max-length 1024 --data tinyshakespeare.txt --peak-tflops 989
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import time
 
 import torch
 
+from llmcourse.config import model_config_from
 from llmcourse.model import GPT, next_token_loss
 from llmcourse.train import (
     TrainConfig,
@@ -33,20 +34,19 @@ from llmcourse.train import (
     configure_optimizer,
     estimate_mfu,
     load_token_ids,
-    model_config_from,
     train_step,
 )
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-def batches(ids: torch.Tensor, batch: int, context: int, n: int, seed: int = 0):
-    """n random (inputs, targets) batches of shape (batch, context) from the token stream."""
+def batches(ids: torch.Tensor, batch: int, max_length: int, n: int, seed: int = 0):
+    """n random (inputs, targets) batches of shape (batch, max_length) from the token stream."""
     g = torch.Generator().manual_seed(seed)
-    starts = torch.randint(0, len(ids) - context - 1, (n, batch), generator=g)
-    offsets = torch.arange(context)
+    starts = torch.randint(0, len(ids) - max_length - 1, (n, batch), generator=g)
+    offsets = torch.arange(max_length)
     for row in starts:
-        window = ids[(row[:, None] + offsets).long()].long()  # (batch, context)
+        window = ids[(row[:, None] + offsets).long()].long()  # (batch, max_length)
         target = ids[(row[:, None] + offsets + 1).long()].long()
         yield window, target
 
@@ -66,7 +66,8 @@ def sync(device: torch.device) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tiny", help="tiny, gpt2-small, ... or a GPTConfig JSON file")
-    p.add_argument("--context", type=int, default=None, help="tokens per window (default: the model's context)")
+    p.add_argument("--max-length", "--context", type=int, default=None, dest="max_length",
+                   help="tokens per window (default: the model's context_length; --context is the old name)")
     p.add_argument("--batch", type=int, default=TrainConfig.batch_size)
     p.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--steps", type=int, default=3, help="timed steps per repeat")
@@ -84,15 +85,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     model_config = model_config_from(args.model)
-    args.context = args.context or model_config.context_length
-    if args.context > model_config.context_length:
-        raise SystemExit(f"--context {args.context} exceeds the model's {model_config.context_length}")
-    config = TrainConfig(batch_size=args.batch, max_length=args.context, dtype=DTYPES[args.dtype],
+    args.max_length = args.max_length or model_config.context_length
+    if args.max_length > model_config.context_length:
+        raise SystemExit(f"--max-length {args.max_length} exceeds the model's {model_config.context_length}")
+    config = TrainConfig(batch_size=args.batch, max_length=args.max_length, dtype=DTYPES[args.dtype],
                          device=args.device, compile=args.compile)
     amp = autocast_dtype(config, device)
     ids = load_token_ids([args.data])
     n_steps = args.warmup + args.repeats * args.steps
-    data = [(x.to(device), y.to(device)) for x, y in batches(ids, args.batch, args.context, n_steps)]
+    data = [(x.to(device), y.to(device)) for x, y in batches(ids, args.batch, args.max_length, n_steps)]
 
     torch.manual_seed(0)
     ours = GPT(model_config, device=device).train()
@@ -106,8 +107,8 @@ def main() -> None:
         ref_optimizer = torch.optim.AdamW(ref.parameters(), lr=config.lr)
         runners["reference"] = lambda x, y: reference_step(ref, ref_optimizer, x, y)
 
-    print(f"{args.model}: {ours.num_parameters() / 1e6:.1f}M parameters, batch {args.batch} x context "
-          f"{args.context}, {device}, {args.threads} threads, ours: {args.dtype}"
+    print(f"{args.model}: {ours.num_parameters() / 1e6:.1f}M parameters, batch {args.batch} x "
+          f"{args.max_length} tokens, {device}, {args.threads} threads, ours: {args.dtype}"
           f"{' compiled' if args.compile else ''}, fused AdamW {optimizer.defaults.get('fused')}")
     started = time.perf_counter()
     for name, run in runners.items():  # warm-up, including compilation
@@ -126,7 +127,7 @@ def main() -> None:
             for x, y in chunk:
                 runners[name](x, y)
             sync(device)
-            tokens_per_sec[name].append(args.steps * args.batch * args.context / (time.perf_counter() - t0))
+            tokens_per_sec[name].append(args.steps * args.batch * args.max_length / (time.perf_counter() - t0))
 
     medians = {name: statistics.median(v) for name, v in tokens_per_sec.items()}
     for name, values in tokens_per_sec.items():
@@ -134,7 +135,7 @@ def main() -> None:
     if "reference" in medians:
         print(f"ratio ours / reference: {medians['ours'] / medians['reference']:.3f}x")
     if device.type == "cuda":
-        mfu = estimate_mfu(model_config, medians["ours"], args.peak_tflops * 1e12, seq_len=args.context)
+        mfu = estimate_mfu(model_config, medians["ours"], args.peak_tflops * 1e12, max_length=args.max_length)
         print(f"MFU of ours: {100 * mfu:.1f}% of {args.peak_tflops:g} TFLOP/s")
 
 

@@ -1,16 +1,23 @@
 """llmcourse: the reference GPT pipeline behind the course "LLMs from scratch".
 
-Each module follows one part of the book:
+Each module follows one part of the book (the chapters that teach it), and each
+imports only from the modules above it in this list (``tests/test_layers.py``):
 
-* ``data``       chapters 1-2: the course's data files, next-token (input, target) pairs
-* ``tokenizer``  chapter 2: byte-level BPE from scratch and GPT-2's tokenizer
-* ``attention``  chapter 3: self-attention, from the simplified form to multi-head
-* ``model``      chapter 4: the GPT model and its configuration
-* ``generate``   chapters 2 and 4: decoding (greedy, temperature, top-k, top-p), KV cache
-* ``weights``    chapter 4: loading GPT-2's public weights, saving checkpoints
-* ``train``      chapter 4: the pretraining loop, checkpoints, resume, DDP
-* ``finetune``   chapter 5: classification and instruction fine-tuning
-* ``lora``       chapter 5: low-rank adapters
+* ``config``       chapters 1, 4: ``GPTConfig``, GPT-2's sizes and ``TINY``
+* ``files``        chapter 1: the course's data files (fetched, checked), atomic writes
+* ``tokenizer``    chapter 2: byte-level BPE from scratch and GPT-2's tokenizer
+* ``data``         chapters 1-2: next-token (input, target) windows, data loaders
+* ``attention``    chapter 3: self-attention, from the simplified form to multi-head
+* ``model``        chapter 4: the GPT model, its parameter count, the next-token loss
+* ``generate``     chapters 2, 4: decoding (greedy, temperature, top-k, top-p), KV cache
+* ``weights``      chapter 4: loading GPT-2's public weights, saving and loading models
+* ``checkpoints``  chapter 4: training checkpoints (optimizer, RNG, data position)
+* ``train``        chapter 4: the pretraining loop, resume, DDP
+* ``finetune``     chapter 5: classification and instruction fine-tuning (a package)
+* ``lora``         chapter 5: low-rank adapters
+
+``grading`` (the exercises' autograder) and ``cli`` (the ``llmcourse`` command) sit on
+top: they import the library, never the other way round.
 """
 from .attention import (
     CausalAttention,
@@ -18,14 +25,18 @@ from .attention import (
     MultiHeadAttention,
     causal_mask,
     merge_heads,
+    padded_causal_mask,
     scaled_dot_product_attention,
     simplified_self_attention,
     split_heads,
 )
-from .data import NextTokenDataset, create_dataloader, fetch, read_text
+from .config import PRESETS, TINY, GPTConfig, model_config_from
+from .data import NextTokenDataset, create_dataloader
+from .files import DATA_FILES, fetch, read_text
 from .generate import (
     generate,
     generate_text,
+    next_token_probs,
     sample_next_token,
     softmax_with_temperature,
     top_k_filter,
@@ -34,11 +45,10 @@ from .generate import (
 from .model import (
     GELU,
     GPT,
-    PRESETS,
     FeedForward,
-    GPTConfig,
     LayerNorm,
     TransformerBlock,
+    eval_mode,
     gelu,
     layer_norm,
     linear_cross_entropy,
@@ -52,6 +62,7 @@ from .weights import load_gpt, load_hf_gpt2, load_model, save_model
 __all__ = [
     "BPETokenizer",
     "CausalAttention",
+    "DATA_FILES",
     "FeedForward",
     "GELU",
     "GPT",
@@ -61,9 +72,11 @@ __all__ = [
     "MultiHeadAttention",
     "NextTokenDataset",
     "PRESETS",
+    "TINY",
     "TransformerBlock",
     "causal_mask",
     "create_dataloader",
+    "eval_mode",
     "fetch",
     "gelu",
     "generate",
@@ -73,9 +86,12 @@ __all__ = [
     "load_gpt",
     "load_hf_gpt2",
     "load_model",
-    "merge_heads",
     "linear_cross_entropy",
+    "merge_heads",
+    "model_config_from",
     "next_token_loss",
+    "next_token_probs",
+    "padded_causal_mask",
     "parameter_count",
     "read_text",
     "resolve_device",

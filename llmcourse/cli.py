@@ -33,10 +33,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import json
 
-    from .train import TrainConfig, distributed_env, model_config_from, train
+    from .config import model_config_from
+    from .train import TrainConfig, distributed_env, train
 
     overrides = {"out_dir": str(args.out)}
-    for flag, key in [("max_steps", "max_steps"), ("batch_size", "batch_size"), ("context", "max_length"),
+    for flag, key in [("max_steps", "max_steps"), ("batch_size", "batch_size"), ("max_length", "max_length"),
                       ("lr", "lr"), ("grad_accum", "grad_accum_steps"), ("eval_interval", "eval_interval"),
                       ("seed", "seed"), ("device", "device"), ("dtype", "dtype")]:
         if getattr(args, flag) is not None:
@@ -66,8 +67,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _model_to_finetune(args: argparse.Namespace):
     """The pretrained model in --checkpoint, or a new one of size --config (default tiny)."""
+    from .config import model_config_from
     from .model import GPT
-    from .train import model_config_from
     from .weights import load_gpt
 
     if args.checkpoint is not None:
@@ -132,7 +133,7 @@ def cmd_finetune_instruct(args: argparse.Namespace) -> int:
     splits["test"] = splits["test"][:args.max_test_examples]
     loaders = {
         name: instruction_dataloader(records, tokenizer, args.batch_size, shuffle=name == "train",
-                                     allowed_max_length=model.config.context_length,
+                                     max_length=model.config.context_length,
                                      mask_prompt=args.mask_prompt, seed=args.seed)
         for name, records in splits.items()
     }
@@ -167,7 +168,7 @@ def cmd_check(args: argparse.Namespace) -> int:
               f"anyway, with process and time limits only, with --unsandboxed (only for a notebook you trust).",
               file=sys.stderr)
         return 3
-    report = check_notebook(args.notebook, limits=Limits(allow_unsandboxed=args.unsandboxed), execute=False)
+    report = check_notebook(args.notebook, args.course, limits=Limits(allow_unsandboxed=args.unsandboxed), execute=False)
     print(format_report(report))
     return 0 if report.status == "graded" and report.score == report.max_score else 1
 
@@ -175,7 +176,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_release(args: argparse.Namespace) -> int:
     from .grading.release import release
 
-    release(args.assignment, release_dir=args.release_dir)
+    release(args.assignment, args.course, release_dir=args.release_dir)
     return 0
 
 
@@ -184,7 +185,8 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from .grading.sandbox import Limits, SandboxUnavailable
 
     try:
-        grade_assignment(args.assignment, args.submitted, args.out, jobs=args.jobs, notebook=args.notebook,
+        grade_assignment(args.assignment, args.submitted, args.out, jobs=args.jobs, root=args.course,
+                         notebook=args.notebook,
                          limits=Limits(allow_unsandboxed=args.allow_unsandboxed,
                                        allow_no_cgroup=args.allow_no_cgroup))
     except SandboxUnavailable as e:
@@ -223,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="windows per micro-step, over all processes")
-    p.add_argument("--context", type=int, default=None, help="tokens per window (default: the model's context)")
+    p.add_argument("--max-length", "--context", type=int, default=None, dest="max_length",
+                   help="tokens per window (default: the model's context_length; --context is the old name)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (min_lr becomes lr / 10)")
     p.add_argument("--grad-accum", type=int, default=None, help="micro-steps per optimizer step")
     p.add_argument("--eval-interval", type=int, default=None)
@@ -277,11 +280,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unsandboxed", action="store_true",
                    help="where bubblewrap is unavailable, run the notebook's code with process and time "
                         "limits only (for a notebook you trust) instead of refusing")
+    p.add_argument("--course", type=Path, default=None,
+                   help="the course folder (nbgrader_config.py, solutions/, exercises/); default: $LLMCOURSE_COURSE, "
+                        "else the current directory or the first folder above it that is one")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("release", help="instructor: generate exercises/ from solutions/ with nbgrader")
     p.add_argument("assignment", nargs="?", default=None, help="e.g. ch3 (default: every assignment)")
-    p.add_argument("--release-dir", type=Path, default=None, help="default: exercises/ in the repository")
+    p.add_argument("--release-dir", type=Path, default=None, help="default: exercises/ in the course folder")
+    p.add_argument("--course", type=Path, default=None,
+                   help="the course folder (nbgrader_config.py, solutions/, exercises/); default: $LLMCOURSE_COURSE, "
+                        "else the current directory or the first folder above it that is one")
     p.set_defaults(func=cmd_release)
 
     p = sub.add_parser("grade", help="instructor: grade a whole class (gradebook, CSV, feedback HTML)")
@@ -292,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gradebook.db, grades.csv, report.json, autograded/, feedback/ (default: grading)")
     p.add_argument("--jobs", type=int, default=None, help="submissions graded in parallel (default: CPU count)")
     p.add_argument("--notebook", default=None, help="notebook name, when the assignment has several")
+    p.add_argument("--course", type=Path, default=None,
+                   help="the course folder (nbgrader_config.py, solutions/, exercises/); default: $LLMCOURSE_COURSE, "
+                        "else the current directory or the first folder above it that is one")
     p.add_argument("--allow-unsandboxed", action="store_true",
                    help="where bubblewrap is unavailable, grade with process limits only (results marked "
                         "NOT SANDBOXED) instead of refusing")

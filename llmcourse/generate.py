@@ -1,4 +1,4 @@
-"""Chapters 2 and 4: turning next-token logits into text.
+"""Turning next-token logits into text (chapters 2 and 4).
 
 Chapter 2 shows how one next token is chosen from the logits: greedy (the most
 likely token), or sampling after reshaping the distribution with a temperature,
@@ -12,10 +12,12 @@ from collections.abc import Sequence
 import torch
 
 from .attention import KVCache
+from .config import check_int
+from .model import eval_mode
 
 
 def softmax_with_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Chapter 2: probabilities from logits, sharpened (T < 1) or flattened (T > 1).
+    """Probabilities from logits, sharpened (T < 1) or flattened (T > 1).
 
     logits (.., V) -> probabilities (.., V). T = 1 is the model's own distribution.
     """
@@ -25,16 +27,15 @@ def softmax_with_temperature(logits: torch.Tensor, temperature: float) -> torch.
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Chapter 2: keep the k largest logits of each row, set the rest to -inf. (.., V) -> (.., V)."""
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"top_k must be a positive int, got {k!r}")
+    """Keep the k largest logits of each row, set the rest to -inf. (.., V) -> (.., V)."""
+    check_int("top_k", k)
     k = min(k, logits.size(-1))
     kth_largest = torch.topk(logits, k, dim=-1).values[..., -1:]  # (.., 1)
     return logits.masked_fill(logits < kth_largest, float("-inf"))
 
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Chapter 2: nucleus filtering, keep the fewest most-likely tokens whose probabilities
+    """Nucleus filtering: keep the fewest most-likely tokens whose probabilities
     sum to at least p; set the rest to -inf. The most likely token is always kept.
     (.., V) -> (.., V).
     """
@@ -48,6 +49,30 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+def next_token_probs(
+    logits: torch.Tensor,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> torch.Tensor:
+    """The distribution the next token is drawn from. logits (B, V) -> probabilities (B, V).
+
+    temperature 0 is greedy decoding: all the mass on the argmax. Otherwise the logits
+    are divided by the temperature, filtered by top-k, then top-p (so top-p's cumulative
+    sum runs over what top-k kept, at the final temperature), and softmaxed.
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.size(-1)).to(logits.dtype)
+    logits = logits / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    return torch.softmax(logits, dim=-1)
+
+
 def sample_next_token(
     logits: torch.Tensor,
     temperature: float = 0.0,
@@ -55,22 +80,14 @@ def sample_next_token(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Chapter 2: choose one next token per row. logits (B, V) -> token ids (B,).
+    """Choose one next token per row. logits (B, V) -> token ids (B,).
 
-    temperature 0 is greedy decoding (argmax); otherwise the logits are divided by
-    the temperature, filtered by top-k, then top-p, and one token is drawn.
-    Pass a seeded ``torch.Generator`` for reproducible samples.
+    temperature 0 is greedy decoding (argmax); otherwise one token is drawn from
+    ``next_token_probs``. Pass a seeded ``torch.Generator`` for reproducible samples.
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
-    logits = logits / temperature
-    if top_k is not None:
-        logits = top_k_filter(logits, top_k)
-    if top_p is not None:
-        logits = top_p_filter(logits, top_p)
-    probs = torch.softmax(logits.float(), dim=-1)
+    probs = next_token_probs(logits.float(), temperature, top_k, top_p)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
 
 
@@ -87,7 +104,7 @@ def generate(
     use_cache: bool = True,
     padding_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Chapter 4: autoregressive generation, one token at a time.
+    """Autoregressive generation, one token at a time.
 
     idx: (B, T) prompt ids (left-padded, with ``padding_mask`` (B, T) marking real
     tokens, when prompts differ in length). Returns (B, T + n) ids, n <= max_new_tokens:
@@ -105,35 +122,31 @@ def generate(
     if B is None:
         raise ValueError("generate expects prompt ids of shape (batch, seq_len) as a torch.Tensor")
     context = model.config.context_length
-    was_training = model.training
-    model.eval()
     idx = idx.to(model.device)
     if padding_mask is not None:
         padding_mask = padding_mask.to(device=model.device, dtype=torch.bool)
 
     cache = None
     if use_cache and T + max_new_tokens <= context:
-        param = next(model.parameters())
-        cache = KVCache(model.config, B, T + max_new_tokens, model.device, param.dtype)
-
+        cache = KVCache(model.config.n_layers, T + max_new_tokens)
     finished = torch.zeros(B, dtype=torch.bool, device=model.device)
     step_input, step_mask = idx, padding_mask
-    for _ in range(max_new_tokens):
-        if cache is None:  # re-read the whole (cropped) sequence every step
-            step_input = idx[:, -context:]
-            step_mask = None if padding_mask is None else padding_mask[:, -context:]
-        logits = model(step_input, cache=cache, padding_mask=step_mask)[:, -1, :]  # (B, V)
-        next_id = sample_next_token(logits, temperature, top_k, top_p, generator)  # (B,)
-        if eos_id is not None:
-            next_id = next_id.masked_fill(finished, eos_id)
-            finished |= next_id == eos_id
-        idx = torch.cat([idx, next_id[:, None]], dim=1)
-        if padding_mask is not None:
-            padding_mask = torch.cat([padding_mask, padding_mask.new_ones(B, 1)], dim=1)
-        step_input, step_mask = next_id[:, None], padding_mask
-        if eos_id is not None and bool(finished.all()):
-            break
-    model.train(was_training)
+    with eval_mode(model):
+        for _ in range(max_new_tokens):
+            if cache is None:  # re-read the whole (cropped) sequence every step
+                step_input = idx[:, -context:]
+                step_mask = None if padding_mask is None else padding_mask[:, -context:]
+            logits = model(step_input, cache=cache, padding_mask=step_mask)[:, -1, :]  # (B, V)
+            next_id = sample_next_token(logits, temperature, top_k, top_p, generator)  # (B,)
+            if eos_id is not None:
+                next_id = next_id.masked_fill(finished, eos_id)
+                finished |= next_id == eos_id
+            idx = torch.cat([idx, next_id[:, None]], dim=1)
+            if padding_mask is not None:
+                padding_mask = torch.cat([padding_mask, padding_mask.new_ones(B, 1)], dim=1)
+            step_input, step_mask = next_id[:, None], padding_mask
+            if eos_id is not None and bool(finished.all()):
+                break
     return idx
 
 
@@ -144,7 +157,7 @@ def generate_text(
     max_new_tokens: int = 50,
     **kwargs,
 ) -> str | list[str]:
-    """Chapter 4: prompts in, completions out (the text after each prompt).
+    """Prompts in, completions out (the text after each prompt).
 
     Prompts of different lengths are left-padded into one batch. ``kwargs`` go to
     ``generate`` (temperature, top_k, top_p, generator, use_cache); generation stops at

@@ -1,4 +1,4 @@
-"""Chapter 5: LoRA, low-rank adaptation (Hu et al., 2021).
+"""LoRA, low-rank adaptation (Hu et al., 2021; chapter 5).
 
 Full fine-tuning updates every weight W (out x in). LoRA freezes W and learns the
 update as a product of two thin matrices, B (out x r) and A (r x in), with a rank r
@@ -19,11 +19,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .config import check_int
+
 LORA_TARGETS = ("attn.qkv", "attn.out_proj", "ff.fc1", "ff.fc2")  # every Linear inside a block
 
 
 class LoRALinear(nn.Module):
-    """Chapter 5: a frozen ``nn.Linear`` plus a trainable low-rank update.
+    """A frozen ``nn.Linear`` plus a trainable low-rank update.
 
     ``lora_A`` (rank, in) starts Kaiming-uniform, as nn.Linear's own weights do;
     ``lora_B`` (out, rank) starts at zero, so at first the output is the Linear's.
@@ -34,8 +36,7 @@ class LoRALinear(nn.Module):
         super().__init__()
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(linear).__name__}")
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise ValueError(f"rank must be a positive int, got {rank!r}")
+        check_int("rank", rank)
         if not alpha > 0:
             raise ValueError(f"alpha must be > 0, got {alpha!r}")
         self.linear = linear
@@ -58,14 +59,14 @@ class LoRALinear(nn.Module):
 
 
 def count_trainable_parameters(model: nn.Module) -> tuple[int, int]:
-    """Chapter 5: ``(trainable, total)`` parameter counts; a shared (tied) tensor counts once."""
+    """``(trainable, total)`` parameter counts; a shared (tied) tensor counts once."""
     params = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
 def apply_lora(model: nn.Module, rank: int = 8, alpha: float = 16,
                targets: Sequence[str] = LORA_TARGETS) -> nn.Module:
-    """Chapter 5: freeze the model and wrap the ``targets`` Linear layers of every
+    """Freeze the model and wrap the ``targets`` Linear layers of every
     transformer block in a ``LoRALinear``; afterwards only the LoRA matrices train.
 
     ``targets`` are paths inside a block, e.g. "attn.qkv". Returns the model (changed
@@ -89,7 +90,7 @@ def apply_lora(model: nn.Module, rank: int = 8, alpha: float = 16,
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
-    """Chapter 5: fold every LoRA update into its Linear (W <- W + (alpha / r) B A) and
+    """Fold every LoRA update into its Linear (W <- W + (alpha / r) B A) and
     put the plain ``nn.Linear`` back, so the model has its original structure and
     can be saved with ``save_model``. The merged weights keep their requires_grad (False)."""
     wrapped = [name for name, module in model.named_modules() if isinstance(module, LoRALinear)]

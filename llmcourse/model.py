@@ -1,9 +1,10 @@
-"""Chapter 4: the GPT model, one building block at a time.
+"""The GPT model, one building block at a time (chapter 4; the parameter count, chapter 1).
 
-Read top to bottom in the order the chapter builds it: the configuration and its
-GPT-2 presets, layer normalisation, GELU, the feed-forward network, the
+Read top to bottom in the order the chapter builds it: how many parameters a
+configuration has, layer normalisation, GELU, the feed-forward network, the
 transformer block, and the model itself, then the next-token loss it is trained
-with. Attention comes from chapter 3 (``attention.py``).
+with. The configuration is ``config.GPTConfig``; attention comes from chapter 3
+(``attention.py``).
 
     token ids (B, T)
       -> token embedding + position embedding        (B, T, d)
@@ -13,13 +14,16 @@ with. Attention comes from chapter 3 (``attention.py``).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import KVCache, MultiHeadAttention, causal_mask
+from .attention import KVCache, MultiHeadAttention, padded_causal_mask
+from .config import GPTConfig
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -33,73 +37,16 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return torch.device(device)
 
 
-def config_from_dict(cls, d: dict):
-    """Build the config dataclass ``cls`` from a dict read from a file, naming unknown fields."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields {unknown}; expected some of {sorted(known)}")
-    return cls(**d)
-
-
-@dataclass(frozen=True)
-class GPTConfig:
-    """Chapter 4: every size of a GPT model in one place.
-
-    The defaults are GPT-2 small (124M parameters). ``ff_dim`` defaults to
-    4 * emb_dim, as in GPT-2 and the 2017 transformer.
-    """
-
-    vocab_size: int = 50257
-    context_length: int = 1024
-    emb_dim: int = 768
-    n_heads: int = 12
-    n_layers: int = 12
-    drop_rate: float = 0.1
-    qkv_bias: bool = True
-    ff_dim: int | None = None
-    layer_norm_eps: float = 1e-5
-    tie_embeddings: bool = True
-
-    def __post_init__(self):
-        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
-        if self.emb_dim % self.n_heads:
-            raise ValueError(
-                f"GPTConfig.emb_dim ({self.emb_dim}) must be divisible by n_heads "
-                f"({self.n_heads}): each head gets emb_dim // n_heads channels"
-            )
-        if not 0.0 <= self.drop_rate < 1.0:
-            raise ValueError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate!r}")
-        if self.ff_dim is None:
-            object.__setattr__(self, "ff_dim", 4 * self.emb_dim)
-        elif not isinstance(self.ff_dim, int) or self.ff_dim < 1:
-            raise ValueError(f"GPTConfig.ff_dim must be a positive int, got {self.ff_dim!r}")
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides) -> GPTConfig:
-        """A GPT-2 size by name (see ``PRESETS``), optionally changed, e.g. ``context_length=256``."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        return replace(PRESETS[name], **overrides)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> GPTConfig:
-        """Rebuild a config saved with ``to_dict``; unknown fields are an error."""
-        return config_from_dict(cls, d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-PRESETS = {
-    "gpt2-small": GPTConfig(emb_dim=768, n_layers=12, n_heads=12),  # 124M
-    "gpt2-medium": GPTConfig(emb_dim=1024, n_layers=24, n_heads=16),  # 355M
-    "gpt2-large": GPTConfig(emb_dim=1280, n_layers=36, n_heads=20),  # 774M
-    "gpt2-xl": GPTConfig(emb_dim=1600, n_layers=48, n_heads=25),  # 1558M
-}
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run the ``with`` block with the model in eval mode (no dropout), then put
+    back the mode it was in, training or not."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 @dataclass(frozen=True)
@@ -109,7 +56,7 @@ class ParameterCount:
 
 
 def parameter_count(config: GPTConfig) -> ParameterCount:
-    """Chapter 1: how many numbers a GPT of this size learns, counted from its shapes.
+    """How many numbers a GPT of this size learns, counted from its shapes.
 
     Per block: attention 4 d^2 + 4 d (qkv and output projection), feed-forward
     2 d f + f + d, two layer norms 4 d. Plus embeddings and the final norm.
@@ -124,7 +71,7 @@ def parameter_count(config: GPTConfig) -> ParameterCount:
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Chapter 4: layer normalisation written out (the lesson version of ``LayerNorm``).
+    """Layer normalisation written out (the lesson version of ``LayerNorm``).
 
     Each token's vector is shifted to mean 0 and scaled to variance 1 over its
     channels (the last dim), then scaled and shifted by learned weight and bias.
@@ -136,7 +83,7 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
 
 
 class LayerNorm(nn.Module):
-    """Chapter 4: ``layer_norm`` with learned weight and bias, on PyTorch's fused kernel."""
+    """``layer_norm`` with learned weight and bias, on PyTorch's fused kernel."""
 
     def __init__(self, emb_dim: int, eps: float = 1e-5):
         super().__init__()
@@ -149,7 +96,7 @@ class LayerNorm(nn.Module):
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
-    """Chapter 4: GELU in GPT-2's tanh form, written out (the lesson version of ``GELU``).
+    """GELU in GPT-2's tanh form, written out (the lesson version of ``GELU``).
 
     0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): close to ReLU for large |x|,
     but smooth, and slightly negative for small negative x.
@@ -158,14 +105,14 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
 
 
 class GELU(nn.Module):
-    """Chapter 4: ``gelu`` as a layer, on PyTorch's fused kernel (same formula)."""
+    """``gelu`` as a layer, on PyTorch's fused kernel (same formula)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.gelu(x, approximate="tanh")
 
 
 class FeedForward(nn.Module):
-    """Chapter 4: the position-wise feed-forward network, d -> ff_dim -> d, GELU between.
+    """The position-wise feed-forward network, d -> ff_dim -> d, GELU between.
 
     It acts on every token on its own; attention is where tokens meet.
     """
@@ -182,7 +129,7 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Chapter 4: attention and feed-forward, each with a pre-LayerNorm and a shortcut.
+    """Attention and feed-forward, each with a pre-LayerNorm and a shortcut.
 
     x + attn(norm1(x)), then x + ff(norm2(x)): the shortcuts let gradients reach early
     layers unchanged, which is what makes deep stacks trainable.
@@ -191,7 +138,8 @@ class TransformerBlock(nn.Module):
     def __init__(self, config: GPTConfig, fast_attention: bool = True):
         super().__init__()
         self.norm1 = LayerNorm(config.emb_dim, config.layer_norm_eps)
-        self.attn = MultiHeadAttention(config, fast=fast_attention)
+        self.attn = MultiHeadAttention(config.emb_dim, config.n_heads, config.drop_rate, config.qkv_bias,
+                                       fast_attention)
         self.norm2 = LayerNorm(config.emb_dim, config.layer_norm_eps)
         self.ff = FeedForward(config)
 
@@ -203,10 +151,11 @@ class TransformerBlock(nn.Module):
 
 
 class GPT(nn.Module):
-    """Chapter 4: the decoder-only transformer that predicts the next token.
+    """The decoder-only transformer that predicts the next token.
 
     ``model(idx)`` maps token ids (B, T) to logits (B, T, vocab_size): row t scores
-    every possible token that could follow idx[:, :t + 1].
+    every possible token that could follow idx[:, :t + 1]. ``fast_attention=False``
+    runs every attention layer on the lesson path (see ``MultiHeadAttention``).
     """
 
     def __init__(self, config: GPTConfig, device: str | torch.device | None = None,
@@ -276,19 +225,33 @@ class GPT(nn.Module):
         idx: torch.Tensor,
         cache: KVCache | None = None,
         padding_mask: torch.Tensor | None = None,
-        return_attention: bool = False,
         targets: torch.Tensor | None = None,
-    ):
-        """idx: (B, T) token ids.  Returns logits (B, T, vocab_size), or
-        (logits, [attention weights (B, H, T, T) per layer]) when ``return_attention``,
-        or, given ``targets`` (B, T), the mean next-token loss without ever building
-        the logits (``linear_cross_entropy``; what training calls).
+    ) -> torch.Tensor:
+        """idx: (B, T) token ids.  Returns logits (B, T, vocab_size), or, given
+        ``targets`` (B, T), the mean next-token loss without ever building the logits
+        (``linear_cross_entropy``; what training calls).
 
         cache: a ``KVCache`` holding earlier tokens (generation, chapter 4); idx then
         holds only the new tokens.  padding_mask: (B, cached + T), True/1 for real
         tokens and False/0 for left padding, so prompts of different lengths can share
         a batch; positions then count real tokens only.
         """
+        hidden, _ = self._hidden_states(idx, cache, padding_mask, return_weights=False)
+        if targets is not None:
+            return linear_cross_entropy(hidden, self.out_head.weight, targets)
+        return self.out_head(hidden)  # (B, T, vocab_size)
+
+    def forward_with_attention(self, idx: torch.Tensor, padding_mask: torch.Tensor | None = None
+                               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``forward``'s logits (B, T, vocab_size) and every layer's attention weights,
+        a list of n_layers (B, n_heads, T, T) tensors (for plots: chapter 3). The
+        weights come from the lesson path, whatever ``fast_attention`` says."""
+        hidden, maps = self._hidden_states(idx, None, padding_mask, return_weights=True)
+        return self.out_head(hidden), maps
+
+    def _hidden_states(self, idx, cache, padding_mask, return_weights):
+        """The final LayerNorm's output (B, T, d), and each layer's attention weights
+        (None for each when not ``return_weights``)."""
         past = cache.length if cache is not None else 0
         if not torch.compiler.is_compiling():
             self._check_input(idx, past)
@@ -304,34 +267,24 @@ class GPT(nn.Module):
                     f"{(B, past + T)}, got {tuple(padding_mask.shape)}"
                 )
             real = padding_mask.to(device=idx.device, dtype=torch.bool)
-            pos_q = torch.arange(past, past + T, device=idx.device)  # absolute slots of the queries
-            pos = (real.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (B, T)
-            allowed = causal_mask(T, idx.device, past) & real[:, None, :]  # (B, T, past+T)
-            # A padding query sees no real key; let it see itself so its softmax is defined.
-            own = torch.arange(past + T, device=idx.device) == pos_q[:, None]  # (T, past+T)
-            allowed = allowed | own
-            mask = allowed[:, None]  # (B, 1, T, past+T), broadcast over heads
+            pos = (real.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (B, T): real tokens before each
+            mask = padded_causal_mask(real, T, past)  # (B, 1, T, past + T)
 
         x = self.drop_emb(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, d)
         maps = []
         for i, block in enumerate(self.blocks):
-            x, weights = block(x, mask, cache, i, return_attention)
+            x, weights = block(x, mask, cache, i, return_weights)
             maps.append(weights)
         if cache is not None:
             cache.advance(T)
-        if targets is not None:
-            if return_attention:
-                raise ValueError("GPT.forward gives either the loss (targets=...) or attention maps, not both")
-            return linear_cross_entropy(self.final_norm(x), self.out_head.weight, targets)
-        logits = self.out_head(self.final_norm(x))  # (B, T, vocab_size)
-        return (logits, maps) if return_attention else logits
+        return self.final_norm(x), maps
 
 
 IGNORE_INDEX = -100  # targets equal to this are left out of the loss (PyTorch's default)
 
 
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Chapter 4: the pretraining objective, cross-entropy of the next token.
+    """The pretraining objective, cross-entropy of the next token.
 
     logits (B, T, V), targets (B, T) where targets[:, t] is the token after
     inputs[:, t]. Averaging -log p(target) over every position of the batch is
@@ -352,7 +305,7 @@ def _check_targets(scored: torch.Tensor, targets: torch.Tensor, what: str) -> No
 
 
 class LinearCrossEntropy(torch.autograd.Function):
-    """Chapter 4 (fast path): ``next_token_loss(hidden @ weight.T, targets)`` and its
+    """``next_token_loss(hidden @ weight.T, targets)`` and its
     gradients, computed ``chunk`` rows at a time, so the (N, vocab_size) logits never
     exist whole. The plain path keeps three tensors of that size alive (the logits,
     their log-softmax, and its gradient); for small models they dominate the step.
@@ -402,7 +355,7 @@ class LinearCrossEntropy(torch.autograd.Function):
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                          ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Chapter 4 (fast path): the mean next-token loss straight from the final hidden
+    """The mean next-token loss straight from the final hidden
     states (B, T, d) and the output matrix (V, d); equals ``next_token_loss(hidden @
     weight.T, targets)`` (a test checks it) but uses far less memory and time. Chunks
     of d rows keep the extra memory at about one more output matrix."""

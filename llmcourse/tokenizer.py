@@ -1,4 +1,4 @@
-"""Chapter 2: tokenization with byte-level byte-pair encoding (BPE).
+"""Tokenization with byte-level byte-pair encoding, BPE (chapter 2).
 
 Read top to bottom, this module follows the chapter:
 
@@ -21,7 +21,6 @@ import functools
 import json
 import operator
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -29,7 +28,8 @@ from pathlib import Path
 import regex
 import tiktoken
 
-from llmcourse.data import fetch
+from .config import check_int
+from .files import atomic_write_bytes, fetch
 
 #: GPT-2's pre-tokenizer: contractions, letter runs, number runs, punctuation
 #: runs (each optionally with one leading space) and whitespace. BPE merges
@@ -47,7 +47,7 @@ Pair = tuple[int, int]
 
 
 def pair_counts(ids: Sequence[int]) -> Counter[Pair]:
-    """Chapter 2: count each adjacent pair of token ids.
+    """Count each adjacent pair of token ids.
 
     ``pair_counts([1, 2, 1, 2, 3])`` is ``{(1, 2): 2, (2, 1): 1, (2, 3): 1}``;
     overlapping pairs count separately, so ``[7, 7, 7]`` gives ``{(7, 7): 2}``.
@@ -56,7 +56,7 @@ def pair_counts(ids: Sequence[int]) -> Counter[Pair]:
 
 
 def most_frequent_pair(counts: dict[Pair, int]) -> Pair:
-    """Chapter 2: the pair to merge next: the one with the highest count.
+    """The pair to merge next: the one with the highest count.
 
     Ties go to the smallest pair, comparing ``(first id, second id)``, so the
     choice never depends on dictionary order: ``{(5, 1): 3, (2, 9): 3}`` gives
@@ -68,7 +68,7 @@ def most_frequent_pair(counts: dict[Pair, int]) -> Pair:
 
 
 def merge_pair(ids: Sequence[int], pair: Pair, new_id: int) -> list[int]:
-    """Chapter 2: replace every occurrence of ``pair`` in ``ids`` by ``new_id``.
+    """Replace every occurrence of ``pair`` in ``ids`` by ``new_id``.
 
     Scans left to right and never reuses an id that was just merged, so
     ``merge_pair([7, 7, 7], (7, 7), 9)`` is ``[9, 7]``. Returns a new list.
@@ -89,7 +89,7 @@ def merge_pair(ids: Sequence[int], pair: Pair, new_id: int) -> list[int]:
 
 
 def load_tiktoken_ranks(path: str | os.PathLike) -> dict[bytes, int]:
-    """Chapter 2: read a ``.tiktoken`` file: one ``<base64 token> <rank>`` per line.
+    """Read a ``.tiktoken`` file: one ``<base64 token> <rank>`` per line.
 
     Parsed here rather than with ``tiktoken.load.load_tiktoken_bpe``, which also
     copies the file into a cache directory of its own.
@@ -103,7 +103,7 @@ def load_tiktoken_ranks(path: str | os.PathLike) -> dict[bytes, int]:
 
 
 class BPETokenizer:
-    """Chapter 2: byte-level BPE, from scratch.
+    """Byte-level BPE, from scratch.
 
     Text is split into chunks with GPT-2's pattern; each chunk is turned into
     its UTF-8 bytes, one token per byte, and adjacent tokens are merged, lowest
@@ -142,7 +142,7 @@ class BPETokenizer:
     def train(
         cls, text: str, vocab_size: int, special_tokens: Iterable[str] = (ENDOFTEXT,)
     ) -> BPETokenizer:
-        """Chapter 2: learn ``vocab_size - 256 - len(special_tokens)`` merges from ``text``.
+        """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``text``.
 
         Each step merges the most frequent adjacent pair (ties: the smallest
         pair, see ``most_frequent_pair``) in every chunk, and the merged pair
@@ -156,11 +156,8 @@ class BPETokenizer:
         if not all(isinstance(s, str) and s for s in special_tokens) or len(set(special_tokens)) < len(special_tokens):
             raise ValueError(f"special_tokens must be distinct non-empty strs, got {special_tokens!r}")
         smallest = 256 + len(special_tokens)
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < smallest:
-            raise ValueError(
-                f"vocab_size must be an int of at least 256 (one per byte) + "
-                f"{len(special_tokens)} (special tokens) = {smallest}, got {vocab_size!r}"
-            )
+        check_int("vocab_size", vocab_size, smallest,
+                  note=f" (256 byte tokens + {len(special_tokens)} special tokens)")
         n_merges = vocab_size - smallest
         chunk_counts = Counter(_SPLIT_RE.findall(text))
         words = {tuple(chunk.encode("utf-8")): n for chunk, n in chunk_counts.items()}
@@ -190,7 +187,7 @@ class BPETokenizer:
 
     @classmethod
     def from_gpt2(cls) -> BPETokenizer:
-        """Chapter 2: GPT-2's 50,257-token vocabulary, read from ``gpt2.tiktoken``."""
+        """GPT-2's 50,257-token vocabulary, read from ``gpt2.tiktoken``."""
         ranks = load_tiktoken_ranks(fetch("gpt2.tiktoken"))
         return cls(ranks, {ENDOFTEXT: GPT2_ENDOFTEXT_ID})
 
@@ -236,7 +233,7 @@ class BPETokenizer:
     # -- encoding ---------------------------------------------------------------------
 
     def _merge_chunk(self, chunk: bytes, max_rank: int | None = None) -> list[int]:
-        """Chapter 2: BPE on one chunk: merge the lowest-ranked adjacent pair until none is left.
+        """BPE on one chunk: merge the lowest-ranked adjacent pair until none is left.
 
         ``max_rank`` (used only to recover merges) stops before any merge ranked
         at or above it.
@@ -255,7 +252,7 @@ class BPETokenizer:
         return ids
 
     def encode_ordinary(self, text: str) -> list[int]:
-        """Chapter 2: encode ``text`` treating special-token text as plain text."""
+        """Encode ``text`` treating special-token text as plain text."""
         _check_text(text)
         ids = []
         for chunk in _SPLIT_RE.findall(text):
@@ -265,7 +262,7 @@ class BPETokenizer:
         return ids
 
     def encode(self, text: str, allowed_special: str | Iterable[str] = "none") -> list[int]:
-        """Chapter 2: text -> token ids.
+        """Text -> token ids.
 
         ``allowed_special`` says which special tokens become their own id when
         their text appears: ``"all"``, ``"none"`` (the default: encoded as plain
@@ -306,11 +303,11 @@ class BPETokenizer:
     # -- decoding ---------------------------------------------------------------------
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """Chapter 2: token ids -> the bytes they stand for."""
+        """Token ids -> the bytes they stand for."""
         return b"".join(self._vocab[self._check_id(i)] for i in ids)
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Chapter 2: token ids -> text. A token can end inside a multi-byte
+        """Token ids -> text. A token can end inside a multi-byte
         character, so bytes that are not valid UTF-8 become U+FFFD."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
@@ -339,16 +336,7 @@ class BPETokenizer:
             "merges": [list(p) for p in self.merges],
             "special_tokens": self.special_tokens,
         }
-        path = Path(path)
-        # Write beside the target and rename, so a crash never leaves a half-written file.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(state, f, ensure_ascii=False)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        atomic_write_bytes(path, json.dumps(state, ensure_ascii=False).encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> BPETokenizer:
@@ -372,7 +360,7 @@ def _check_text(text: object) -> None:
 
 @functools.lru_cache(maxsize=None)
 def gpt2_tokenizer() -> tiktoken.Encoding:
-    """Chapter 2: GPT-2's tokenizer as a ``tiktoken.Encoding``, built offline.
+    """GPT-2's tokenizer as a ``tiktoken.Encoding``, built offline.
 
     Same ids as ``tiktoken.get_encoding("gpt2")`` (which would download its
     files) and as ``BPETokenizer.from_gpt2()``, but written in Rust and fast.

@@ -1,9 +1,9 @@
-"""Chapter 4: pretraining a GPT on raw text, and everything a real training run needs.
+"""Pretraining a GPT on raw text (chapter 4).
 
 Read top to bottom, in the order a run uses it:
 
 1. ``TrainConfig``: every knob of a run in one dataclass (the model's size stays in
-   ``GPTConfig``); ``TINY`` is a model small enough to train on a laptop CPU in minutes.
+   ``GPTConfig``).
 2. Data: text files are tokenized once with GPT-2's tokenizer and cached; the token
    stream is split by position (first 90% train, last 10% validation) and cut into
    windows; ``WindowOrder`` says which windows come next, reproducibly and resumably.
@@ -11,35 +11,21 @@ Read top to bottom, in the order a run uses it:
    matrices only, linear warm-up then cosine decay of the learning rate, gradient
    clipping and gradient accumulation, optional autocast to bf16/fp16 on GPUs.
 4. Evaluation: validation loss and perplexity exp(loss), plus a short greedy sample.
-5. Checkpoints: model, optimizer, step, data position and RNG states, written
-   atomically, so a run can be stopped and resumed bit for bit (on CPU).
-6. ``train``: the loop that ties it together, on one process or many (DDP).
+5. ``train``: set-up, resume (from a checkpoint, ``checkpoints.py``), and the loop.
 
-Several GPUs or machines (``torchrun --nproc_per_node=8 -m llmcourse.cli train ...``):
-``train`` reads RANK / WORLD_SIZE / LOCAL_RANK from the environment that torchrun
-sets, joins the process group (NCCL on CUDA, gloo on CPU) and wraps the model in
-``DistributedDataParallel``. Every rank holds a full copy of the model; each takes
-a disjoint slice of every global batch, and DDP averages the gradients, so the run
-equals one process training on the whole batch. Only rank 0 writes checkpoints
-and logs.
-
-When the model does not fit on one GPU (weights + gradients + AdamW's two moments
-take 16 bytes per parameter in fp32: 1.6B parameters already fill 25 GB before
-activations), DDP's full copies stop working. Fully Sharded Data Parallel
-(``torch.distributed.fsdp.fully_shard``) splits parameters, gradients and
-optimizer state across the ranks and gathers each layer's weights only while it
-runs: memory per GPU falls by about the number of GPUs, at the cost of more
-communication. Checkpoints then need ``torch.distributed.checkpoint`` (each rank
-saves its shard). This course's models fit one GPU, so we stay with DDP.
+On several GPUs or machines (``torchrun --nproc_per_node=8 -m llmcourse.cli train ...``)
+``train`` reads RANK / WORLD_SIZE / LOCAL_RANK from the environment, joins the process
+group (NCCL on CUDA, gloo on CPU) and wraps the model in ``DistributedDataParallel``:
+each rank takes a disjoint slice of every global batch and DDP averages the
+gradients, so the run equals one process training on the whole batch. Only rank 0
+writes checkpoints and logs.
 """
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -49,49 +35,32 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from safetensors import SafetensorError
-from torch.nn.parallel import DistributedDataParallel
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from .data import NextTokenDataset, cache_dir, fetch, sha256_of
+from .checkpoints import (
+    gather_rng_states,
+    load_checkpoint,
+    load_optimizer_state,
+    recover_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from .config import GPTConfig, check_int, config_from_dict
+from .data import NextTokenDataset
+from .files import atomic_write_bytes, cache_dir, fetch, sha256_of
 from .generate import generate_text
-from .model import GPT, PRESETS, GPTConfig, config_from_dict, next_token_loss, parameter_count, resolve_device
+from .model import GPT, eval_mode, next_token_loss, parameter_count, resolve_device
 from .tokenizer import gpt2_tokenizer
-from .weights import atomic_write_bytes, fsync_dir, load_model, save_model
-
-# A model for quick runs on a laptop CPU (about 7M parameters, most of them the
-# 50,257 x 128 token embedding): a few hundred steps take minutes.
-TINY = GPTConfig(context_length=128, emb_dim=128, n_heads=4, n_layers=4, drop_rate=0.1)
-
-
-def model_config_from(name_or_path: str | os.PathLike) -> GPTConfig:
-    """Chapter 4: a model size by name ("tiny", "gpt2-small", ...) or from a JSON file
-    of ``GPTConfig`` fields, e.g. ``{"emb_dim": 256, "n_layers": 6, "n_heads": 8}``
-    (fields left out keep GPT-2 small's values)."""
-    name = str(name_or_path)
-    if name == "tiny":
-        return TINY
-    if name in PRESETS:
-        return PRESETS[name]
-    path = Path(name)
-    if not path.is_file():
-        raise ValueError(
-            f"--config must be a preset name ({', '.join(['tiny', *sorted(PRESETS)])}) "
-            f"or a JSON file of GPTConfig fields; {name!r} is neither"
-        )
-    try:
-        return GPTConfig.from_dict(json.loads(path.read_text()))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
-
 
 # --- 1. The configuration of a run ----------------------------------------------------
 
 
 @dataclass
 class TrainConfig:
-    """Chapter 4: how to train (the model's size is a separate ``GPTConfig``).
+    """How to train (the model's size is a separate ``GPTConfig``).
 
     One optimizer step sees ``batch_size * grad_accum_steps`` windows of
     ``max_length`` tokens; with several processes ``batch_size`` is the global
@@ -129,15 +98,11 @@ class TrainConfig:
 
     def __post_init__(self):
         self.betas = tuple(self.betas)  # JSON gives lists back
-        positive = ["batch_size", "max_steps", "grad_accum_steps", "eval_interval", "eval_steps"]
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"TrainConfig.{name} must be an int >= 1, got {value!r}")
+        for name in ["batch_size", "max_steps", "grad_accum_steps", "eval_interval", "eval_steps"]:
+            check_int(f"TrainConfig.{name}", getattr(self, name))
         for name in ["max_length", "stride"]:
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"TrainConfig.{name} must be an int >= 1 or None, got {value!r}")
+            if getattr(self, name) is not None:
+                check_int(f"TrainConfig.{name}", getattr(self, name), note=" or None")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"TrainConfig.val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if not 0.0 <= self.min_lr <= self.lr:
@@ -171,7 +136,7 @@ def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
 
 
 def token_ids_of_file(path: str | os.PathLike, cache: str | os.PathLike | None = None) -> torch.Tensor:
-    """Chapter 4: a text file's GPT-2 token ids (1-D int32), tokenized once.
+    """A text file's GPT-2 token ids (1-D int32), tokenized once.
 
     The ids are cached as ``<sha256 of the file>.gpt2.safetensors`` in ``cache``
     (default ``<llmcourse cache>/tokens``): keyed by the contents, so an edited file
@@ -195,10 +160,10 @@ def token_ids_of_file(path: str | os.PathLike, cache: str | os.PathLike | None =
 
 def load_token_ids(data: str | os.PathLike | Sequence[str | os.PathLike],
                    cache: str | os.PathLike | None = None) -> torch.Tensor:
-    """Chapter 4: the token stream to train on, 1-D int32.
+    """The token stream to train on, 1-D int32.
 
     ``data`` is either text (a ``str``) or files (a ``Path`` or a list of paths; a
-    name from ``llmcourse.data.DATA_FILES`` such as "the-verdict.txt" is fetched).
+    name from ``llmcourse.files.DATA_FILES`` such as "the-verdict.txt" is fetched).
     Several files are joined with ``<|endoftext|>`` between them, as GPT-2's
     training documents were.
     """
@@ -223,7 +188,7 @@ def _registry_file(name) -> Path:
 
 
 def split_train_val(ids: torch.Tensor, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chapter 4: first (1 - val_fraction) of the tokens for training, the rest for
+    """The first (1 - val_fraction) of the tokens for training, the rest for
     validation. Split by position, not at random: windows that overlap the boundary
     would otherwise leak validation text into training."""
     n_train = int(len(ids) * (1 - val_fraction))
@@ -231,7 +196,7 @@ def split_train_val(ids: torch.Tensor, val_fraction: float) -> tuple[torch.Tenso
 
 
 class WindowOrder:
-    """Chapter 4: which training windows come next, as a position (epoch, index).
+    """Which training windows come next, as a position (epoch, index).
 
     Each epoch visits every window once in an order drawn from a generator seeded
     by (seed, epoch) alone, so the order never depends on what ran before: saving
@@ -268,7 +233,7 @@ class WindowOrder:
 
 
 def get_lr(step: int, config: TrainConfig) -> float:
-    """Chapter 4: the learning rate of optimizer step ``step`` (0-based).
+    """The learning rate of optimizer step ``step`` (0-based).
 
     Linear warm-up from lr / warmup_steps to lr over the first ``warmup_steps``
     steps (large early updates of a random model are unstable), then a cosine
@@ -282,7 +247,7 @@ def get_lr(step: int, config: TrainConfig) -> float:
 
 
 def configure_optimizer(model: GPT, config: TrainConfig) -> torch.optim.AdamW:
-    """Chapter 4: AdamW with weight decay on matrices (dim >= 2: linear layers and
+    """AdamW with weight decay on matrices (dim >= 2: linear layers and
     embeddings) and none on biases and LayerNorm parameters, as in nanoGPT.
     Uses PyTorch's fused kernel (one kernel for all parameters) where it exists."""
     params = [p for p in model.parameters() if p.requires_grad]  # a tied matrix once
@@ -296,7 +261,7 @@ def configure_optimizer(model: GPT, config: TrainConfig) -> torch.optim.AdamW:
 
 def train_step(model, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                micro_batches, config: TrainConfig, amp: torch.dtype) -> torch.Tensor:
-    """Chapter 4: one optimizer step over ``config.grad_accum_steps`` micro-batches.
+    """One optimizer step over ``config.grad_accum_steps`` micro-batches.
 
     micro_batches yields (inputs, targets), (B, T) each. Gradients of the micro-batches
     add up (each loss divided by their number, so the sum is the gradient of the mean),
@@ -325,12 +290,13 @@ def train_step(model, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradSc
 
 
 def estimate_mfu(config: GPTConfig, tokens_per_second: float, peak_flops: float,
-                 seq_len: int | None = None) -> float:
-    """Chapter 4: model FLOPs utilisation, the fraction of the hardware's peak the
-    training run achieves. A token costs 6N FLOPs in matmuls (2N forward, 4N
-    backward; N = parameters without the position embedding) plus 12 L d T for
-    attention over T tokens (PaLM, appendix B; nanoGPT)."""
-    T = seq_len or config.context_length
+                 max_length: int | None = None) -> float:
+    """Model FLOPs utilisation, the fraction of the hardware's peak the training run
+    achieves with windows of ``max_length`` tokens (default: the context length). A
+    token costs 6N FLOPs in matmuls (2N forward, 4N backward; N = parameters without
+    the position embedding) plus 12 L d T for attention over T tokens (PaLM,
+    appendix B; nanoGPT)."""
+    T = max_length or config.context_length
     N = parameter_count(config).tied - config.context_length * config.emb_dim
     flops_per_token = 6 * N + 12 * config.n_layers * config.emb_dim * T
     return tokens_per_second * flops_per_token / peak_flops
@@ -342,31 +308,29 @@ def estimate_mfu(config: GPTConfig, tokens_per_second: float, peak_flops: float,
 @torch.no_grad()
 def evaluate(model: GPT, val_set: NextTokenDataset, config: TrainConfig, device: torch.device,
              amp: torch.dtype, rank: int = 0, world_size: int = 1) -> float:
-    """Chapter 4: mean next-token loss on the first ``eval_steps`` validation batches
+    """The mean next-token loss on the first ``eval_steps`` validation batches
     (always the same windows, so evaluations are comparable). With several
     processes each takes a slice of every batch and the sums are added up."""
-    was_training = model.training
-    model.eval()
     loss_sum, n_tokens = 0.0, 0
-    for start in range(0, min(len(val_set), config.eval_steps * config.batch_size), config.batch_size):
-        batch = torch.arange(start, min(start + config.batch_size, len(val_set)))
-        mine = batch.tensor_split(world_size)[rank]
-        if len(mine) == 0:
-            continue
-        x, y = (t.to(device) for t in val_set[mine])
-        with torch.autocast(device.type, dtype=amp, enabled=amp != torch.float32):
-            loss = next_token_loss(model(x), y)
-        loss_sum += loss.item() * y.numel()
-        n_tokens += y.numel()
+    with eval_mode(model):
+        for start in range(0, min(len(val_set), config.eval_steps * config.batch_size), config.batch_size):
+            batch = torch.arange(start, min(start + config.batch_size, len(val_set)))
+            mine = batch.tensor_split(world_size)[rank]
+            if len(mine) == 0:
+                continue
+            x, y = (t.to(device) for t in val_set[mine])
+            with torch.autocast(device.type, dtype=amp, enabled=amp != torch.float32):
+                loss = next_token_loss(model(x), y)
+            loss_sum += loss.item() * y.numel()
+            n_tokens += y.numel()
     total = torch.tensor([loss_sum, n_tokens], device=device)
     if world_size > 1:
         dist.all_reduce(total)
-    model.train(was_training)
     return (total[0] / total[1]).item()
 
 
 def plot_losses(history: dict, path: str | os.PathLike | None = None):
-    """Chapter 4: training and validation loss (left) and validation perplexity
+    """Training and validation loss (left) and validation perplexity
     (right) against the optimizer step. Returns the matplotlib ``Figure`` (a notebook
     shows it); with ``path`` it is also saved there as a PNG."""
     from matplotlib.figure import Figure  # not pyplot: no global figure state to leak
@@ -380,10 +344,15 @@ def plot_losses(history: dict, path: str | os.PathLike | None = None):
     ax_ppl.plot(history["eval_step"], history["val_perplexity"], "o-", color="C1")
     ax_ppl.set(xlabel="step", ylabel="perplexity = exp(loss)", title="Validation perplexity", yscale="log")
     if path is not None:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=100)
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, _png(fig))
     return fig
+
+
+def _png(fig) -> bytes:
+    """A matplotlib figure as the bytes of a PNG file."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
 
 
 def new_history() -> dict:
@@ -391,166 +360,8 @@ def new_history() -> dict:
             "eval_step": [], "val_loss": [], "val_perplexity": [], "sample": []}
 
 
-# --- 5. Checkpoints -----------------------------------------------------------------
-#
-# A checkpoint is a folder:
-#   config.json, model.safetensors   the model, as save_model writes it (load_gpt reads it)
-#   optimizer.safetensors            AdamW's tensors (moments, step counts), flattened
-#   optimizer.json                   the rest of AdamW's state dict (param groups, ...)
-#   rng.safetensors                  each process's torch RNG states, as uint8 tensors
-#   trainer_state.json               step, data position, train config, history, ...
-#   loss.png                         the loss plot
-# Python's and NumPy's RNGs are not used in training, so they are not saved.
 
-CHECKPOINT_FILES = ["config.json", "model.safetensors", "optimizer.safetensors",
-                    "optimizer.json", "rng.safetensors", "trainer_state.json"]
-
-
-def flatten_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split an optimizer's state dict into named tensors (for safetensors) and a
-    JSON-able rest that records which tensor belongs where."""
-    tensors, state = {}, {}
-    for param_id, param_state in state_dict["state"].items():
-        entry = {"tensors": [], "values": {}}
-        for key, value in param_state.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"state.{param_id}.{key}"] = value.detach().cpu().contiguous()
-                entry["tensors"].append(key)
-            else:
-                entry["values"][key] = value
-        state[str(param_id)] = entry
-    return tensors, {"state": state, "param_groups": state_dict["param_groups"]}
-
-
-def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], structure: dict) -> dict:
-    """The inverse of ``flatten_optimizer_state``."""
-    state = {}
-    for param_id, entry in structure["state"].items():
-        state[int(param_id)] = {**entry["values"],
-                                **{key: tensors[f"state.{param_id}.{key}"] for key in entry["tensors"]}}
-    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in structure["param_groups"]]
-    return {"state": state, "param_groups": groups}
-
-
-def load_optimizer_state(optimizer: torch.optim.Optimizer, state_dict: dict, source: Path) -> None:
-    """``optimizer.load_state_dict``, after checking that every saved moment has the
-    shape of the parameter it belongs to (PyTorch checks only the counts)."""
-    saved_groups, groups = state_dict["param_groups"], optimizer.param_groups
-    if [len(g["params"]) for g in saved_groups] != [len(g["params"]) for g in groups]:
-        raise ValueError(f"{source}: the saved optimizer has parameter groups of sizes "
-                         f"{[len(g['params']) for g in saved_groups]}, the model needs "
-                         f"{[len(g['params']) for g in groups]}")
-    for saved, group in zip(saved_groups, groups):
-        for param_id, param in zip(saved["params"], group["params"]):
-            moment = state_dict["state"].get(param_id, {}).get("exp_avg")
-            if moment is not None and moment.shape != param.shape:
-                raise ValueError(f"{source}: the state of parameter {param_id} has shape "
-                                 f"{tuple(moment.shape)}, the parameter {tuple(param.shape)}")
-    optimizer.load_state_dict(state_dict)
-
-
-def _sidecars(folder: Path) -> tuple[Path, Path]:
-    """Where a checkpoint is written before it is swapped in, and where the previous
-    one waits until the swap is done. Hidden names: never mistaken for a checkpoint."""
-    return folder.parent / f".{folder.name}.saving", folder.parent / f".{folder.name}.previous"
-
-
-def recover_checkpoint(folder: str | os.PathLike) -> None:
-    """Finish or undo a checkpoint swap that a killed process left half done.
-
-    The swap is two renames (folder -> previous, saving -> folder). A kill between
-    them leaves no ``folder`` but a complete ``previous``: put it back. A leftover
-    ``saving`` folder was never complete and is deleted.
-    """
-    folder = Path(folder)
-    saving, previous = _sidecars(folder)
-    if previous.is_dir():
-        if folder.exists():
-            shutil.rmtree(previous)
-        else:
-            os.replace(previous, folder)
-    if saving.exists():
-        shutil.rmtree(saving)
-
-
-def save_checkpoint(folder: str | os.PathLike, model: GPT, optimizer: torch.optim.Optimizer,
-                    trainer_state: dict, rng_states: dict[str, torch.Tensor],
-                    history: dict | None = None) -> Path:
-    """Chapter 4: write a training checkpoint, atomically as a whole.
-
-    Every file goes into a hidden folder beside ``folder`` (each file fsynced by
-    ``atomic_write_bytes``), which is then swapped in by renames; the previous
-    checkpoint is deleted only after that. A process killed at any moment leaves
-    either the old checkpoint or the new one, complete (``recover_checkpoint``).
-    """
-    folder = Path(folder)
-    recover_checkpoint(folder)
-    saving, previous = _sidecars(folder)
-    save_model(model, saving)
-    tensors, structure = flatten_optimizer_state(optimizer.state_dict())
-    atomic_write_bytes(saving / "optimizer.safetensors", safetensors_save(tensors))
-    atomic_write_bytes(saving / "optimizer.json", json.dumps(structure).encode())
-    atomic_write_bytes(saving / "rng.safetensors", safetensors_save(rng_states))
-    atomic_write_bytes(saving / "trainer_state.json", json.dumps(trainer_state, indent=1).encode())
-    if history is not None and history["step"]:
-        plot_losses(history, saving / "loss.png")
-    fsync_dir(saving)
-    if folder.exists():
-        os.replace(folder, previous)
-    os.replace(saving, folder)
-    fsync_dir(folder.parent)
-    if previous.exists():
-        shutil.rmtree(previous)
-    return folder
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file {path} is missing")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"checkpoint file {path} is not valid JSON (truncated or corrupt?): {e}") from None
-
-
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file {path} is missing")
-    try:
-        return safetensors_load(path.read_bytes())
-    except SafetensorError as e:
-        raise ValueError(f"checkpoint file {path} is not a valid safetensors file (truncated?): {e}") from None
-
-
-def load_checkpoint(folder: str | os.PathLike, model_config: GPTConfig | None = None,
-                    device: str | torch.device = "cpu") -> dict:
-    """Chapter 4: read a training checkpoint back, checking every file.
-
-    Returns a dict with "model" (a ``GPT``, in train mode), "optimizer" (a state
-    dict), "rng" (name -> uint8 tensor) and "trainer_state". A missing file raises
-    FileNotFoundError, a corrupt one or a model config other than ``model_config``
-    a ValueError, each naming the file.
-    """
-    folder = Path(folder)
-    recover_checkpoint(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no checkpoint folder at {folder}")
-    for name in CHECKPOINT_FILES:
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"checkpoint file {folder / name} is missing")
-    saved_config = GPTConfig.from_dict(_read_json(folder / "config.json"))
-    if model_config is not None and saved_config != model_config:
-        ours, theirs = model_config.to_dict(), saved_config.to_dict()
-        diff = ", ".join(f"{k}: checkpoint {theirs[k]!r}, requested {ours[k]!r}" for k in ours if ours[k] != theirs[k])
-        raise ValueError(f"{folder / 'config.json'} does not match the model config ({diff})")
-    model = load_model(folder, device=device).train()
-    optimizer = unflatten_optimizer_state(_read_safetensors(folder / "optimizer.safetensors"),
-                                          _read_json(folder / "optimizer.json"))
-    return {"model": model, "optimizer": optimizer, "rng": _read_safetensors(folder / "rng.safetensors"),
-            "trainer_state": _read_json(folder / "trainer_state.json")}
-
-
-# --- 6. The training loop -----------------------------------------------------------
+# --- 5. The run ---------------------------------------------------------------------
 
 
 @dataclass
@@ -567,30 +378,24 @@ def distributed_env() -> tuple[int, int, int]:
             int(os.environ.get("WORLD_SIZE", 1)))
 
 
-def _rng_states(device: torch.device, rank: int, world_size: int) -> dict[str, torch.Tensor]:
-    """Every process's RNG states (dropout draws from them), gathered on all ranks."""
-    mine = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        mine["cuda"] = torch.cuda.get_rng_state(device)
-    states = {}
-    for kind, state in mine.items():
-        gathered = [state]
-        if world_size > 1:
-            comm = state.to(device)  # NCCL only moves GPU tensors
-            gathered = [torch.empty_like(comm) for _ in range(world_size)]
-            dist.all_gather(gathered, comm)
-        for r, s in enumerate(gathered):
-            states[f"{kind}.rank{r}"] = s.cpu()
-    return states
-
-
-def _set_rng_states(states: dict[str, torch.Tensor], device: torch.device, rank: int) -> None:
-    if f"cpu.rank{rank}" not in states:
-        raise ValueError(f"the checkpoint has no RNG state for rank {rank}: resume with as many "
-                         f"processes as wrote it ({len([k for k in states if k.startswith('cpu.')])})")
-    torch.set_rng_state(states[f"cpu.rank{rank}"])
-    if device.type == "cuda" and f"cuda.rank{rank}" in states:
-        torch.cuda.set_rng_state(states[f"cuda.rank{rank}"], device)
+@dataclass
+class _Run:
+    """What the loop works on: built by ``_set_up``, moved on by ``_resume`` and ``_loop``."""
+    model: GPT  # unwrapped: what is evaluated, sampled and saved
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    order: WindowOrder
+    train_set: NextTokenDataset
+    val_set: NextTokenDataset
+    data_sha256: str
+    device: torch.device
+    amp: torch.dtype
+    max_length: int  # tokens per window
+    rank: int
+    local_rank: int
+    world_size: int
+    step: int = 0
+    history: dict = field(default_factory=new_history)
 
 
 # Fields that decide which tokens each step sees: a resumed run must keep them.
@@ -600,7 +405,7 @@ _RESUME_FIXED = ["batch_size", "max_length", "stride", "val_fraction", "grad_acc
 def train(model_config: GPTConfig | None, config: TrainConfig,
           data: str | os.PathLike | Sequence[str | os.PathLike],
           resume: bool = False, until_step: int | None = None) -> TrainResult:
-    """Chapter 4: pretrain a GPT on next-token prediction.
+    """Pretrain a GPT on next-token prediction.
 
     data: text, or text files (see ``load_token_ids``). With ``resume``, training
     continues from the checkpoint in ``config.out_dir`` (``model_config`` may then be
@@ -613,7 +418,31 @@ def train(model_config: GPTConfig | None, config: TrainConfig,
     if (resume or until_step is not None) and config.out_dir is None:
         raise ValueError("resume and until_step need a checkpoint folder: set TrainConfig.out_dir")
     rank, local_rank, world_size = distributed_env()
+    device, own_group = _join_process_group(config, local_rank, world_size)
+    ids = load_token_ids(data, config.token_cache_dir)  # every rank builds the same windows and order
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    checkpoint = _read_checkpoint(config.out_dir, model_config, device, rank, world_size) if resume else None
+    model = checkpoint["model"] if checkpoint is not None else GPT(model_config).to(device).train()
+    run = _set_up(model, ids, config, device, rank, local_rank, world_size)
+    if checkpoint is not None:
+        _resume(run, checkpoint, config)
+    elif rank > 0:
+        torch.manual_seed(config.seed + rank)  # different dropout masks on every rank
+    stop = min(config.max_steps, until_step if until_step is not None else config.max_steps)
+    val_loss = _loop(run, config, stop)
+    if world_size > 1:
+        dist.barrier()  # the checkpoint is complete before any rank returns
+        if own_group:
+            dist.destroy_process_group()
+    return TrainResult(run.model.eval(), run.history,
+                       Path(config.out_dir) if config.out_dir is not None else None, val_loss)
+
+
+def _join_process_group(config: TrainConfig, local_rank: int, world_size: int) -> tuple[torch.device, bool]:
+    """This process's device, after joining the process group when there are several
+    processes; and whether ``train`` started the group (and so must end it)."""
     device = resolve_device(config.device)
+    own_group = False
     if world_size > 1:
         if device.type == "cuda":
             device = torch.device("cuda", local_rank)
@@ -623,114 +452,116 @@ def train(model_config: GPTConfig | None, config: TrainConfig,
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         if config.batch_size % world_size:
             raise ValueError(f"batch_size {config.batch_size} must be divisible by the {world_size} processes")
-    is_main = rank == 0
-    amp = autocast_dtype(config, device)
+    return device, own_group
 
-    # Data: every rank builds the same windows and the same order.
-    ids = load_token_ids(data, config.token_cache_dir)
+
+def _read_checkpoint(folder, model_config: GPTConfig | None, device: torch.device, rank: int,
+                     world_size: int) -> dict:
+    """``load_checkpoint``, after one process has repaired an interrupted save."""
+    if rank == 0:
+        recover_checkpoint(folder)
+    if world_size > 1:
+        dist.barrier()
+    return load_checkpoint(folder, model_config, device)
+
+
+def _set_up(model: GPT, ids: torch.Tensor, config: TrainConfig, device: torch.device,
+            rank: int, local_rank: int, world_size: int) -> _Run:
+    """The windows, optimizer, gradient scaler and data order of a run from step 0."""
+    context_length = model.config.context_length
+    max_length = config.max_length or context_length
+    if max_length > context_length:
+        raise ValueError(f"max_length {max_length} exceeds the model's context_length {context_length}")
     train_ids, val_ids = split_train_val(ids, config.val_fraction)
-
-    torch.manual_seed(config.seed)  # the same initial weights on every rank
-    checkpoint = None
-    if resume:
-        if is_main:  # one process repairs an interrupted save before all of them read
-            recover_checkpoint(config.out_dir)
-        if world_size > 1:
-            dist.barrier()
-        checkpoint = load_checkpoint(config.out_dir, model_config, device)
-    if checkpoint is not None:
-        model = checkpoint["model"]
-        model_config = model.config
-    else:
-        model = GPT(model_config).to(device).train()
-    max_length = config.max_length or model_config.context_length
-    if max_length > model_config.context_length:
-        raise ValueError(f"max_length {max_length} exceeds the model's context_length {model_config.context_length}")
-    stride = config.stride or max_length
-    train_set = NextTokenDataset(train_ids, max_length, stride)
+    train_set = NextTokenDataset(train_ids, max_length, config.stride or max_length)
     try:
         val_set = NextTokenDataset(val_ids, max_length, max_length)
     except ValueError:
         raise ValueError(f"the validation split ({len(val_ids)} tokens, val_fraction={config.val_fraction}) "
                          f"is shorter than one window of max_length={max_length}+1 tokens") from None
-    data_sha256 = hashlib.sha256(ids.numpy().tobytes()).hexdigest()
+    amp = autocast_dtype(config, device)
+    return _Run(
+        model=model, optimizer=configure_optimizer(model, config),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp == torch.float16),
+        order=WindowOrder(len(train_set), config.batch_size, config.seed),
+        train_set=train_set, val_set=val_set, data_sha256=hashlib.sha256(ids.numpy().tobytes()).hexdigest(),
+        device=device, amp=amp, max_length=max_length, rank=rank, local_rank=local_rank, world_size=world_size,
+    )
 
-    optimizer = configure_optimizer(model, config)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    order = WindowOrder(len(train_set), config.batch_size, config.seed)
-    step, history = 0, new_history()
-    if checkpoint is not None:
-        state = checkpoint["trainer_state"]
-        saved = state["train_config"]
-        changed = [k for k in _RESUME_FIXED if saved[k] != getattr(config, k)]
-        if changed:
-            raise ValueError(f"cannot resume {config.out_dir}: {', '.join(changed)} differ from the checkpoint's "
-                             f"({', '.join(f'{k}={saved[k]!r}' for k in changed)})")
-        if state["data_sha256"] != data_sha256:
-            raise ValueError(f"cannot resume {config.out_dir}: it was trained on other data")
-        load_optimizer_state(optimizer, checkpoint["optimizer"], Path(config.out_dir) / "optimizer.safetensors")
-        scaler.load_state_dict(state["grad_scaler"])
-        order = WindowOrder(len(train_set), config.batch_size, config.seed, state["epoch"], state["index"])
-        step, history = state["step"], state["history"]
-        _set_rng_states(checkpoint["rng"], device, rank)
-    elif rank > 0:
-        torch.manual_seed(config.seed + rank)  # different dropout masks on every rank
 
-    raw_model = model
-    if config.compile:
-        model = torch.compile(model)
-    if world_size > 1:
-        model = DistributedDataParallel(
-            model, device_ids=[local_rank] if device.type == "cuda" else None)
+def _resume(run: _Run, checkpoint: dict, config: TrainConfig) -> None:
+    """Move ``run`` to where the checkpoint's run stopped: optimizer, scaler, data
+    position, step, history and RNG states, after checking that it is the same run."""
+    state = checkpoint["trainer_state"]
+    saved = state["train_config"]
+    changed = [k for k in _RESUME_FIXED if saved[k] != getattr(config, k)]
+    if changed:
+        raise ValueError(f"cannot resume {config.out_dir}: {', '.join(changed)} differ from the checkpoint's "
+                         f"({', '.join(f'{k}={saved[k]!r}' for k in changed)})")
+    if state["data_sha256"] != run.data_sha256:
+        raise ValueError(f"cannot resume {config.out_dir}: it was trained on other data")
+    load_optimizer_state(run.optimizer, checkpoint["optimizer"], Path(config.out_dir) / "optimizer.safetensors")
+    run.scaler.load_state_dict(state["grad_scaler"])
+    run.order = WindowOrder(len(run.train_set), config.batch_size, config.seed, state["epoch"], state["index"])
+    run.step, run.history = state["step"], state["history"]
+    restore_rng_state(checkpoint["rng"], run.device, run.rank)
 
-    per_rank = config.batch_size // world_size
-    tokens_per_step = config.batch_size * config.grad_accum_steps * max_length
-    stop = min(config.max_steps, until_step if until_step is not None else config.max_steps)
-    tokenizer = gpt2_tokenizer()
-    bar = tqdm(total=stop, initial=step, disable=not (config.progress and is_main), desc="train")
+
+def _loop(run: _Run, config: TrainConfig, stop: int) -> float:
+    """Optimizer steps until step ``stop``, evaluating and checkpointing every
+    ``eval_interval`` steps and at the end. Returns the last validation loss."""
+    model = torch.compile(run.model) if config.compile else run.model
+    if run.world_size > 1:
+        model = DistributedDataParallel(model, device_ids=[run.local_rank] if run.device.type == "cuda" else None)
+    per_rank = config.batch_size // run.world_size
+    tokens_per_step = config.batch_size * config.grad_accum_steps * run.max_length
+    bar = tqdm(total=stop, initial=run.step, disable=not (config.progress and run.rank == 0), desc="train")
     val_loss = float("nan")
-    while step < stop:
-        lr = get_lr(step, config)
-        for group in optimizer.param_groups:
+    while run.step < stop:
+        lr = get_lr(run.step, config)
+        for group in run.optimizer.param_groups:
             group["lr"] = lr
         started = time.perf_counter()
-        micro_batches = (train_set[order.next_batch()[rank * per_rank: (rank + 1) * per_rank]]  # this rank's slice
-                         for _ in range(config.grad_accum_steps))
-        step_loss = train_step(model, optimizer, scaler, micro_batches, config, amp)
-        if world_size > 1:  # the loss of the whole global batch (gloo has no AVG)
+        micro_batches = (run.train_set[run.order.next_batch()[run.rank * per_rank: (run.rank + 1) * per_rank]]
+                         for _ in range(config.grad_accum_steps))  # this rank's slice of each batch
+        step_loss = train_step(model, run.optimizer, run.scaler, micro_batches, config, run.amp)
+        if run.world_size > 1:  # the loss of the whole global batch (gloo has no AVG)
             dist.all_reduce(step_loss)
-            step_loss /= world_size
-        step += 1
+            step_loss /= run.world_size
+        run.step += 1
         loss_value = step_loss.item()
         tokens_per_sec = tokens_per_step / (time.perf_counter() - started)
-        for key, value in zip(["step", "lr", "train_loss", "tokens_per_sec"], [step, lr, loss_value, tokens_per_sec]):
-            history[key].append(value)
+        for key, value in zip(["step", "lr", "train_loss", "tokens_per_sec"], [run.step, lr, loss_value, tokens_per_sec]):
+            run.history[key].append(value)
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_sec:,.0f}")
-
-        if step % config.eval_interval == 0 or step == stop:
-            val_loss = evaluate(raw_model, val_set, config, device, amp, rank, world_size)
-            sample = ""
-            if is_main and config.sample_tokens:
-                sample = generate_text(raw_model, tokenizer, config.sample_prompt, config.sample_tokens)
-            for key, value in zip(["eval_step", "val_loss", "val_perplexity", "sample"],
-                                  [step, val_loss, math.exp(val_loss), sample]):
-                history[key].append(value)
-            if is_main:
-                bar.write(f"step {step}: val loss {val_loss:.3f}, perplexity {math.exp(val_loss):.1f} | "
-                          f"{config.sample_prompt}{sample!r}")
-            rng = _rng_states(device, rank, world_size)  # a collective: every rank takes part
-            if is_main and config.out_dir is not None:
-                trainer_state = {
-                    "step": step, "epoch": order.epoch, "index": order.index, "world_size": world_size,
-                    "train_config": asdict(config), "data_sha256": data_sha256,
-                    "grad_scaler": scaler.state_dict(), "history": history,
-                }
-                save_checkpoint(config.out_dir, raw_model, optimizer, trainer_state, rng, history)
+        if run.step % config.eval_interval == 0 or run.step == stop:
+            val_loss = _evaluate_and_save(run, config, bar)
     bar.close()
-    if world_size > 1:
-        dist.barrier()  # the checkpoint is complete before any rank returns
-        if own_group:
-            dist.destroy_process_group()
-    return TrainResult(raw_model.eval(), history,
-                       Path(config.out_dir) if config.out_dir is not None else None, val_loss)
+    return val_loss
+
+
+def _evaluate_and_save(run: _Run, config: TrainConfig, bar) -> float:
+    """Validation loss and a sample into the history, then (on rank 0, with
+    ``out_dir``) a checkpoint. Returns the validation loss."""
+    is_main = run.rank == 0
+    val_loss = evaluate(run.model, run.val_set, config, run.device, run.amp, run.rank, run.world_size)
+    sample = ""
+    if is_main and config.sample_tokens:
+        sample = generate_text(run.model, gpt2_tokenizer(), config.sample_prompt, config.sample_tokens)
+    for key, value in zip(["eval_step", "val_loss", "val_perplexity", "sample"],
+                          [run.step, val_loss, math.exp(val_loss), sample]):
+        run.history[key].append(value)
+    if is_main:
+        bar.write(f"step {run.step}: val loss {val_loss:.3f}, perplexity {math.exp(val_loss):.1f} | "
+                  f"{config.sample_prompt}{sample!r}")
+    rng = gather_rng_states(run.device, run.world_size)  # a collective: every rank takes part
+    if is_main and config.out_dir is not None:
+        trainer_state = {
+            "step": run.step, "epoch": run.order.epoch, "index": run.order.index, "world_size": run.world_size,
+            "train_config": asdict(config), "data_sha256": run.data_sha256,
+            "grad_scaler": run.scaler.state_dict(), "history": run.history,
+        }
+        save_checkpoint(config.out_dir, run.model, run.optimizer, trainer_state, rng,
+                        {"loss.png": _png(plot_losses(run.history))})
+    return val_loss

@@ -1,16 +1,15 @@
-"""Chapter 4: loading GPT-2's public weights, and saving and loading our own models.
+"""Loading GPT-2's public weights, and saving and loading our own models (chapter 4).
 
 Weights are read from safetensors files (or, for old checkpoints, with
 ``torch.load(weights_only=True)``); nothing here unpickles arbitrary objects.
-Every file is written atomically: a temporary file, fsync, then a rename, so a
-process killed mid-save leaves the previous file intact.
+Every file is written with ``files.atomic_write_bytes`` (a temporary file, fsync,
+then a rename), so a process killed mid-save leaves the previous file intact.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,7 +17,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
-from .model import GPT, GPTConfig, resolve_device
+from .config import GPTConfig
+from .files import atomic_write_bytes
+from .model import GPT, resolve_device
 
 # Our parameter names and the Hugging Face GPT-2 names they come from, in one table.
 # HF's GPT-2 stores its linear layers as Conv1D, with weights of shape (in, out):
@@ -101,7 +102,7 @@ def _read_hf_state_dict(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def load_hf_gpt2(path: str | os.PathLike, device: str | torch.device | None = "auto") -> GPT:
-    """Chapter 4: load a Hugging Face GPT-2 checkpoint (a ``save_pretrained`` folder with
+    """Load a Hugging Face GPT-2 checkpoint (a ``save_pretrained`` folder with
     ``config.json`` and ``model.safetensors``, e.g. a download of "openai-community/gpt2")
     into our ``GPT``. Its logits equal ``transformers.GPT2LMHeadModel``'s.
 
@@ -152,35 +153,8 @@ def _raise_on_mismatch(where, missing, unexpected, bad_shape) -> None:
         raise ValueError(f"{where} does not match the model's configuration: " + " | ".join(problems))
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the new one,
-    never a half-written one: write a temporary file beside it, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)  # make the rename itself durable
-
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    """Flush a directory's entries (new names, renames) to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_model(model: GPT, folder: str | os.PathLike) -> Path:
-    """Chapter 4: save a model as ``config.json`` + ``model.safetensors`` in ``folder``.
+    """Save a model as ``config.json`` + ``model.safetensors`` in ``folder``.
 
     A tied output head is stored once (as the token embedding). The config is
     embedded in the safetensors metadata too, so a weights file is never paired
@@ -198,7 +172,7 @@ def save_model(model: GPT, folder: str | os.PathLike) -> Path:
 
 
 def load_model(folder: str | os.PathLike, device: str | torch.device | None = "auto") -> GPT:
-    """Chapter 4: load a model saved with ``save_model``. A corrupt file or a config that
+    """Load a model saved with ``save_model``. A corrupt file or a config that
     does not match the weights raises a ValueError saying so."""
     folder = Path(folder)
     weights = folder / "model.safetensors"

@@ -19,9 +19,10 @@ import pytest
 import torch
 
 from llmcourse.grading import answer_runner
-from llmcourse.grading.checks import REGISTRY, judge, make_cases
+from llmcourse.grading.checks import judge, make_cases
 from llmcourse.grading.intake import runner_cells
 from llmcourse.grading.policy import ATTENTION, CROSS_ENTROPY, GELU, LAYER_NORM, SOFTMAX, runner_policy, torch_names
+from llmcourse.grading.registry import REGISTRY
 from llmcourse.grading.sandbox import Limits, run_isolated
 from llmcourse.grading.scan import cell_findings, delegation_reasons
 from llmcourse.grading.wire import decode_output, encode_inputs

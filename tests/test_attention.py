@@ -1,4 +1,4 @@
-"""Chapter 3: attention, checked against hand-computed numbers and PyTorch's own layers."""
+"""Attention (chapter 3), checked against hand-computed numbers and PyTorch's own layers."""
 import math
 
 import pytest
@@ -11,16 +11,17 @@ from llmcourse.attention import (
     MultiHeadAttention,
     causal_mask,
     merge_heads,
+    padded_causal_mask,
     scaled_dot_product_attention,
     simplified_self_attention,
     split_heads,
 )
-from llmcourse.model import GPTConfig
+
+EMB_DIM, N_HEADS = 24, 4
 
 
-def small_config(**kw):
-    base = dict(vocab_size=97, context_length=32, emb_dim=24, n_heads=4, n_layers=2, drop_rate=0.0)
-    return GPTConfig(**{**base, **kw})
+def small_mha(fast_attention: bool, drop_rate: float = 0.0) -> MultiHeadAttention:
+    return MultiHeadAttention(EMB_DIM, N_HEADS, drop_rate, qkv_bias=True, fast_attention=fast_attention)
 
 
 def test_simplified_attention_hand_example():
@@ -65,6 +66,19 @@ def test_causal_mask_with_past():
     assert torch.equal(causal_mask(3), torch.tril(torch.ones(3, 3, dtype=torch.bool)))
 
 
+def test_padded_causal_mask_hand_example():
+    # Row 0: one pad, then 3 real tokens; row 1: all 4 real. One token cached, 3 new.
+    real = torch.tensor([[False, True, True, True], [True, True, True, True]])
+    m = padded_causal_mask(real, T=3, past=1)
+    assert m.shape == (2, 1, 3, 4)
+    expected_row0 = torch.tensor([[0, 1, 0, 0], [0, 1, 1, 0], [0, 1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(m[0, 0], expected_row0), m[0, 0].int().tolist()
+    assert torch.equal(m[1, 0], causal_mask(3, past=1)), m[1, 0].int().tolist()
+    # A query that is itself padding sees only itself, so its softmax is defined.
+    pad_first = padded_causal_mask(torch.tensor([[False, True]]), T=2)
+    assert pad_first[0, 0].int().tolist() == [[1, 0], [0, 1]]
+
+
 def test_split_merge_heads_roundtrip_and_layout():
     x = torch.arange(2 * 3 * 8, dtype=torch.float32).view(2, 3, 8)
     h = split_heads(x, 4)
@@ -84,15 +98,14 @@ def _copy_into_torch_mha(ours: MultiHeadAttention, d: int, n_heads: int) -> torc
     return ref.eval()
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_multi_head_attention_matches_torch_multihead_attention(fast):
+@pytest.mark.parametrize("fast_attention", [True, False])
+def test_multi_head_attention_matches_torch_multihead_attention(fast_attention):
     torch.manual_seed(0)
-    cfg = small_config()
-    mha = MultiHeadAttention(cfg, fast=fast).eval()
+    mha = small_mha(fast_attention).eval()
     for p in mha.parameters():  # nonzero biases so a wrong bias layout would show
         torch.nn.init.normal_(p, std=0.3)
-    x = torch.randn(3, 10, cfg.emb_dim)
-    ref = _copy_into_torch_mha(mha, cfg.emb_dim, cfg.n_heads)
+    x = torch.randn(3, 10, EMB_DIM)
+    ref = _copy_into_torch_mha(mha, EMB_DIM, N_HEADS)
     future = torch.triu(torch.ones(10, 10, dtype=torch.bool), diagonal=1)  # True = blocked
     expected, _ = ref(x, x, x, attn_mask=future, need_weights=False)
     got, _ = mha(x)
@@ -101,30 +114,28 @@ def test_multi_head_attention_matches_torch_multihead_attention(fast):
 
 def test_fast_and_lesson_paths_agree_and_weights_are_causal():
     torch.manual_seed(1)
-    cfg = small_config(drop_rate=0.3)  # dropout must be off in eval() on both paths
-    fast = MultiHeadAttention(cfg, fast=True).eval()
-    lesson = MultiHeadAttention(cfg, fast=False).eval()
+    fast = small_mha(True, drop_rate=0.3).eval()  # dropout must be off in eval() on both paths
+    lesson = small_mha(False, drop_rate=0.3).eval()
     lesson.load_state_dict(fast.state_dict())
-    x = torch.randn(2, 12, cfg.emb_dim)
+    x = torch.randn(2, 12, EMB_DIM)
     out_fast, none = fast(x)
     out_lesson, weights = lesson(x)
     assert none is None
     torch.testing.assert_close(out_fast, out_lesson, rtol=1e-5, atol=1e-6)
-    assert weights.shape == (2, cfg.n_heads, 12, 12)
+    assert weights.shape == (2, N_HEADS, 12, 12)
     assert torch.all(weights.triu(diagonal=1) == 0), "a token attends to a later token"
     # asking the fast layer for weights takes the lesson path
     out_w, weights_fast = fast(x, return_weights=True)
     torch.testing.assert_close(weights_fast, weights)
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_no_token_sees_the_future(fast):
+@pytest.mark.parametrize("fast_attention", [True, False])
+def test_no_token_sees_the_future(fast_attention):
     torch.manual_seed(2)
-    cfg = small_config()
-    mha = MultiHeadAttention(cfg, fast=fast).eval()
-    x = torch.randn(1, 9, cfg.emb_dim)
+    mha = small_mha(fast_attention).eval()
+    x = torch.randn(1, 9, EMB_DIM)
     y = x.clone()
-    y[:, 5:] = torch.randn(1, 4, cfg.emb_dim)  # change only tokens 5..8
+    y[:, 5:] = torch.randn(1, 4, EMB_DIM)  # change only tokens 5..8
     a, _ = mha(x)
     b, _ = mha(y)
     torch.testing.assert_close(a[:, :5], b[:, :5], rtol=0, atol=0)
@@ -133,7 +144,7 @@ def test_no_token_sees_the_future(fast):
 
 def test_dropout_only_in_training():
     torch.manual_seed(3)
-    att = CausalAttention(8, 8, dropout=0.5)
+    att = CausalAttention(8, 8, drop_rate=0.5)
     x = torch.randn(2, 6, 8)
     att.eval()
     a, b = att(x), att(x)
@@ -143,14 +154,13 @@ def test_dropout_only_in_training():
     assert (att.last_weights == 0).any(), "dropout should zero some attention weights in train()"
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_kv_cache_step_equals_full_pass(fast):
+@pytest.mark.parametrize("fast_attention", [True, False])
+def test_kv_cache_step_equals_full_pass(fast_attention):
     torch.manual_seed(4)
-    cfg = small_config()
-    mha = MultiHeadAttention(cfg, fast=fast).eval()
-    x = torch.randn(2, 7, cfg.emb_dim)
+    mha = small_mha(fast_attention).eval()
+    x = torch.randn(2, 7, EMB_DIM)
     full, _ = mha(x)
-    cache = KVCache(cfg, batch_size=2, max_len=7, device="cpu", dtype=torch.float32)
+    cache = KVCache(n_layers=1, max_len=7)
     first, _ = mha(x[:, :4], cache=cache, layer=0)
     cache.advance(4)
     steps = [first]
@@ -159,13 +169,11 @@ def test_kv_cache_step_equals_full_pass(fast):
         cache.advance(1)
         steps.append(out)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-6)
+    assert cache.keys[0].shape == (2, N_HEADS, 7, EMB_DIM // N_HEADS), "one buffer of max_len positions"
 
 
-def test_kv_cache_errors():
-    cfg = small_config()
-    with pytest.raises(ValueError, match="context_length"):
-        KVCache(cfg, 1, cfg.context_length + 1, "cpu", torch.float32)
-    cache = KVCache(cfg, 1, 2, "cpu", torch.float32)
-    k = torch.zeros(1, cfg.n_heads, 3, cfg.emb_dim // cfg.n_heads)
-    with pytest.raises(ValueError, match="full"):
+def test_kv_cache_is_full_at_max_len():
+    cache = KVCache(n_layers=1, max_len=2)
+    k = torch.zeros(1, N_HEADS, 3, EMB_DIM // N_HEADS)
+    with pytest.raises(ValueError, match="full: 3 positions needed, 2 allocated"):
         cache.update(0, k, k)

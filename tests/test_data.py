@@ -1,5 +1,6 @@
-"""Chapters 1-2 data: verified fetching (never over the network here) and
-next-token (input, target) windows, checked against hand-written tensors."""
+"""The course's data files (llmcourse.files: verified fetching, never over the network
+here) and next-token (input, target) windows (llmcourse.data, chapters 1-2), checked
+against hand-written tensors."""
 import hashlib
 import io
 import urllib.error
@@ -9,12 +10,12 @@ import zipfile
 import pytest
 import torch
 
-from llmcourse.data import (
+from llmcourse.data import NextTokenDataset, create_dataloader
+from llmcourse.files import (
     DATA_FILES,
     ChecksumError,
-    NextTokenDataset,
+    atomic_write_bytes,
     cache_dir,
-    create_dataloader,
     fetch,
     read_text,
     sha256_of,
@@ -186,6 +187,21 @@ def test_zip_with_wrong_member_leaves_nothing(tmp_path, monkeypatch, private_cac
     with pytest.raises(ChecksumError, match="SMSSpamCollection"):
         fetch("SMSSpamCollection")
     assert list(private_cache.iterdir()) == []
+
+
+def test_atomic_write_leaves_the_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "new" / "f.bin"
+    atomic_write_bytes(path, b"one")  # makes the folder
+    assert path.read_bytes() == b"one"
+
+    def fail(*args):
+        raise OSError("disk full (test)")
+
+    monkeypatch.setattr("os.replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(path, b"two")
+    assert path.read_bytes() == b"one"
+    assert [p.name for p in path.parent.iterdir()] == ["f.bin"], "no temporary file left behind"
 
 
 # --- next-token windows -----------------------------------------------------------------

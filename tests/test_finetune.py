@@ -1,4 +1,4 @@
-"""Chapter 5: classification and instruction fine-tuning (llmcourse.finetune) and their CLI."""
+"""Classification and instruction fine-tuning (llmcourse.finetune, chapter 5) and their CLI."""
 import functools
 import json
 import subprocess
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmcourse.data import read_text
+from llmcourse.config import GPTConfig
+from llmcourse.files import read_text
 from llmcourse.finetune import (
     PAD_ID,
     ClassificationDataset,
@@ -43,7 +44,7 @@ from llmcourse.finetune import (
     spam_splits,
 )
 from llmcourse.generate import generate_text
-from llmcourse.model import GPT, GPTConfig
+from llmcourse.model import GPT
 from llmcourse.tokenizer import gpt2_tokenizer
 from llmcourse.weights import load_gpt
 
@@ -116,6 +117,7 @@ def test_spam_splits_are_balanced_deterministic_and_sized():
 
 def test_classification_dataset_pads_and_truncates(tokenizer):
     examples = [("Hello, world.", 1), ("Hello", 0)]  # GPT-2 ids [15496, 11, 995, 13] and [15496]
+    assert PAD_ID == tokenizer.eot_token == 50256, "padding is GPT-2's end-of-text token"
     longest = ClassificationDataset(examples, tokenizer)
     assert longest.max_length == 4
     assert longest[0][0].tolist() == [15496, 11, 995, 13] and longest[0][1].item() == 1
@@ -281,7 +283,7 @@ def test_collate_masks_prompts_and_truncates():
     _, masked = instruction_collate(batch, mask_prompt=True)
     # Prompt tokens 1..P-1 are the targets of positions 0..P-2: for P = 2 that is position 0.
     assert masked.tolist() == [[-100, 2, 3, 4, 50256], [6, 50256, -100, -100, -100], [-100, 9, 50256, -100, -100]]
-    inputs, targets = instruction_collate(batch, pad_id=0, ignore_index=-1, allowed_max_length=3)
+    inputs, targets = instruction_collate(batch, pad_id=0, ignore_index=-1, max_length=3)
     assert inputs.tolist() == [[0, 1, 2], [5, 6, 0], [7, 8, 9]]
     assert targets.tolist() == [[1, 2, 3], [6, 0, -1], [8, 9, 0]]
     with pytest.raises(ValueError, match="empty batch"):
@@ -299,8 +301,8 @@ def test_short_instruction_training_lowers_the_held_out_loss(tokenizer):
     splits = instruction_splits(seed=123)
     model = small_model(seed=1)  # context 64: longer examples are cut, as the collate allows
     train = instruction_dataloader(splits["train"][:32], tokenizer, batch_size=8, shuffle=True,
-                                   allowed_max_length=64)
-    val = instruction_dataloader(splits["val"][:16], tokenizer, batch_size=8, allowed_max_length=64)
+                                   max_length=64)
+    val = instruction_dataloader(splits["val"][:16], tokenizer, batch_size=8, max_length=64)
     before = evaluate_loss(model, val, instruction_loss)
     history = finetune(model, train, instruction_loss, epochs=2, lr=5e-3, val_loader=val)
     after = history[-1]["val_loss"]

@@ -1,4 +1,7 @@
-"""Chapters 2 and 4: sampling rules and the generation loop, with and without the KV cache."""
+"""Sampling rules (chapter 2) and the generation loop, with and without the KV cache (chapter 4).
+
+The sampling rules are checked by hand; the loop against transformers' GPT-2 (those
+tests skip where transformers is not installed)."""
 import math
 
 import pytest
@@ -11,8 +14,6 @@ from llmcourse.generate import (
     top_k_filter,
     top_p_filter,
 )
-
-transformers = pytest.importorskip("transformers")
 
 NEG_INF = float("-inf")
 
@@ -49,6 +50,7 @@ def test_top_p_hand_example():
 
 
 def test_top_p_matches_transformers_warper():
+    transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     logits = torch.randn(4, 50) * 3
     for p in (0.1, 0.5, 0.9):
@@ -68,6 +70,8 @@ def test_sample_next_token_greedy_and_seeded():
 
 
 def hf_and_ours(seed=0, **kw):
+    """A random transformers GPT-2 (larger weights than its init) and the same model loaded into ours."""
+    transformers = pytest.importorskip("transformers")
     torch.manual_seed(seed)
     cfg = dict(n_embd=32, n_layer=2, n_head=4, n_positions=64, vocab_size=97)
     cfg.update(kw)
@@ -140,6 +144,15 @@ def test_longer_than_context_crops_without_cache():
     with torch.no_grad():
         last = ours(out[:, 5:21])[:, -1].argmax(-1)
     assert out[0, 21] == last[0]
+
+
+def test_generate_puts_back_the_training_mode():
+    from llmcourse.config import GPTConfig
+    from llmcourse.model import GPT
+
+    model = GPT(GPTConfig(vocab_size=20, context_length=8, emb_dim=8, n_heads=2, n_layers=1)).train()
+    out = generate(model, torch.tensor([[1, 2]]), 3)
+    assert out.shape == (1, 5) and model.training, "generate runs in eval mode and restores train mode"
 
 
 def test_generate_input_errors():

@@ -19,7 +19,6 @@ import torch
 
 from llmcourse.grading import run_check
 from llmcourse.grading.checks import (
-    REGISTRY,
     Check,
     clone_args,
     compare,
@@ -28,10 +27,11 @@ from llmcourse.grading.checks import (
 )
 from llmcourse.grading.grade import grade_assignment, grade_submission
 from llmcourse.grading.gradebook import build_gradebook, check_calls, load_assignment
+from llmcourse.grading.policy import runner_policy
 from llmcourse.grading.records import CheckCall, GradeCell
+from llmcourse.grading.registry import REGISTRY
 from llmcourse.grading.release import release
 from llmcourse.grading.sandbox import Limits, run_isolated
-from llmcourse.grading.policy import runner_policy
 from llmcourse.grading.scan import cell_findings
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -1,10 +1,16 @@
-"""Chapter 5: LoRA adapters (llmcourse.lora): exact at init, only adapters train, merging is exact."""
+"""LoRA adapters (chapter 5) (llmcourse.lora): exact at init, only adapters train, merging is exact."""
 import pytest
 import torch
 from torch import nn
 
-from llmcourse.lora import LoRALinear, apply_lora, count_trainable_parameters, merge_lora
-from llmcourse.model import GPT, GPTConfig, next_token_loss
+from llmcourse.config import GPTConfig
+from llmcourse.lora import (
+    LoRALinear,
+    apply_lora,
+    count_trainable_parameters,
+    merge_lora,
+)
+from llmcourse.model import GPT, next_token_loss
 from llmcourse.weights import load_model, save_model
 
 pytestmark = pytest.mark.xdist_group("lora")

@@ -1,16 +1,16 @@
-"""Chapter 4 (and the chapter 1 parameter count): the GPT model's parts."""
+"""The GPT model's parts (chapter 4) and its parameter count (chapter 1)."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from llmcourse.config import PRESETS, TINY, GPTConfig, check_int, model_config_from
 from llmcourse.model import (
     GELU,
     GPT,
-    PRESETS,
-    GPTConfig,
     LayerNorm,
+    eval_mode,
     gelu,
     layer_norm,
     linear_cross_entropy,
@@ -93,9 +93,19 @@ def test_forward_shapes_and_attention_maps():
     idx = torch.randint(0, 101, (2, 9))
     logits = model(idx)
     assert logits.shape == (2, 9, 101)
-    logits2, maps = model(idx, return_attention=True)
+    logits2, maps = model.forward_with_attention(idx)
     torch.testing.assert_close(logits, logits2, rtol=1e-5, atol=1e-5)
     assert len(maps) == 2 and maps[0].shape == (2, 4, 9, 9)
+    torch.testing.assert_close(maps[1].sum(-1), torch.ones(2, 4, 9))
+
+
+def test_lesson_attention_path_gives_the_same_logits():
+    torch.manual_seed(0)
+    fast = GPT(tiny()).eval()
+    lesson = GPT(tiny(), fast_attention=False).eval()
+    lesson.load_state_dict(fast.state_dict())
+    idx = torch.randint(0, 101, (2, 9))
+    torch.testing.assert_close(lesson(idx), fast(idx), rtol=1e-5, atol=1e-5)
 
 
 def test_gpt_is_causal():
@@ -116,7 +126,7 @@ def test_weight_tying():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(emb_dim=30, n_heads=4), "divisible by n_heads"),
-    (dict(n_layers=0), "n_layers must be a positive int"),
+    (dict(n_layers=0), "GPTConfig.n_layers must be an int >= 1, got 0"),
     (dict(drop_rate=1.5), "drop_rate"),
     (dict(vocab_size=2.5), "vocab_size"),
 ])
@@ -133,6 +143,30 @@ def test_presets_and_round_trip():
     assert GPTConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown GPTConfig fields"):
         GPTConfig.from_dict({**cfg.to_dict(), "n_embd": 3})
+
+
+def test_model_config_from_names_and_files(tmp_path):
+    assert model_config_from("tiny") == TINY and model_config_from("gpt2-xl") == PRESETS["gpt2-xl"]
+    path = tmp_path / "model.json"
+    path.write_text('{"emb_dim": 256, "n_layers": 6, "n_heads": 8}')
+    assert model_config_from(path) == GPTConfig(emb_dim=256, n_layers=6, n_heads=8)
+    with pytest.raises(ValueError, match="preset name .*tiny.*gpt2-small.*'nope' is neither"):
+        model_config_from("nope")
+    path.write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        model_config_from(path)
+
+
+@pytest.mark.parametrize("value, kwargs, message", [
+    (0, {}, "n must be an int >= 1, got 0"),
+    (True, {}, "n must be an int >= 1, got True"),
+    (2.0, {}, "got 2.0"),
+    (5, dict(minimum=0, maximum=4, note=" (the blocks)"), r"n must be an int from 0 to 4 \(the blocks\), got 5"),
+])
+def test_check_int_names_the_argument_and_the_bound(value, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        check_int("n", value, **kwargs)
+    assert check_int("n", 3) == 3
 
 
 @pytest.mark.parametrize("idx, error, message", [
@@ -239,8 +273,6 @@ def test_gpt_forward_with_targets_gives_the_loss_and_its_gradients():
         model.zero_grad(set_to_none=True)
     for plain, fast in zip(*grads):
         torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-7)
-    with pytest.raises(ValueError, match="not both"):
-        model(idx, targets=targets, return_attention=True)
 
 
 def test_resolve_device():
@@ -251,3 +283,16 @@ def test_resolve_device():
         assert auto.type in {"cpu", "mps"}
     model = GPT(tiny(), device="cpu")
     assert model.device == torch.device("cpu")
+
+
+def test_eval_mode_restores_the_mode_even_on_errors():
+    model = GPT(tiny()).train()
+    with eval_mode(model):
+        assert not model.training and not model.blocks[0].training
+    assert model.training and model.blocks[0].training
+    with pytest.raises(ValueError), eval_mode(model):
+        model(torch.tensor([[101]]))
+    assert model.training, "an error inside the block must not leave the model in eval mode"
+    with eval_mode(model.eval()):
+        pass
+    assert not model.training

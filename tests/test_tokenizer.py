@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from llmcourse.data import read_text
+from llmcourse.files import read_text
 from llmcourse.tokenizer import (
     BPETokenizer,
     gpt2_tokenizer,
@@ -160,7 +160,7 @@ def test_train_on_the_verdict_round_trips_and_compresses():
 
 
 def test_train_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="at least 256.*257"):
+    with pytest.raises(ValueError, match=r"vocab_size must be an int >= 257 \(256 byte tokens \+ 1 special tokens\), got 256"):
         BPETokenizer.train("hello", vocab_size=256)
     with pytest.raises(ValueError, match="at most 260"):
         BPETokenizer.train("abcde", vocab_size=300, special_tokens=())

@@ -1,5 +1,6 @@
-"""Tests for chapter 4's pretraining loop: schedule, learning, exact resume,
-crash-safe checkpoints, DDP equivalence, the CLI and the plot.
+"""Chapter 4's pretraining loop (llmcourse.train) and its checkpoints
+(llmcourse.checkpoints): schedule, learning, exact resume, crash-safe checkpoints,
+DDP equivalence, the CLI and the plot.
 
 Models are tiny (GPT-2's vocabulary, 32 channels) so every run takes seconds on
 two CPU cores; the text is "The Verdict" from the data directory.
@@ -19,18 +20,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llmcourse.data import fetch
-from llmcourse.model import GPTConfig
+from llmcourse.checkpoints import CHECKPOINT_FILES, load_checkpoint, save_checkpoint
+from llmcourse.config import GPTConfig
+from llmcourse.files import fetch
 from llmcourse.train import (
-    CHECKPOINT_FILES,
     TrainConfig,
     WindowOrder,
     estimate_mfu,
     get_lr,
-    load_checkpoint,
     load_token_ids,
     plot_losses,
-    save_checkpoint,
     train,
 )
 from llmcourse.weights import load_gpt
@@ -92,6 +91,8 @@ def test_estimate_mfu_hand_computed():
     # N without position embeddings: tok 800 + block (attn 288 + ff 552 + norms 32) + final norm 16 = 1688
     flops_per_token = 6 * 1688 + 12 * 1 * 8 * 10
     assert estimate_mfu(config, 1000.0, 1e9) == pytest.approx(1000.0 * flops_per_token / 1e9, rel=1e-12)
+    shorter = 6 * 1688 + 12 * 1 * 8 * 4  # windows of 4 tokens: less attention per token
+    assert estimate_mfu(config, 1000.0, 1e9, max_length=4) == pytest.approx(1000.0 * shorter / 1e9, rel=1e-12)
 
 
 def test_token_ids_are_cached_by_content(tmp_path):
@@ -211,12 +212,13 @@ def test_interrupted_swap_is_recovered(checkpoint):
 
 
 KILL_SCRIPT = textwrap.dedent("""
-    import os, sys, time
+    import os, sys
     from pathlib import Path
     import torch
-    import llmcourse.train as train_mod
+    import llmcourse.checkpoints as checkpoints_mod
     import llmcourse.weights as weights_mod
-    from llmcourse.model import GPT, GPTConfig
+    from llmcourse.config import GPTConfig
+    from llmcourse.model import GPT
 
     model = GPT(GPTConfig(vocab_size=64, context_length=8, emb_dim=8, n_heads=2, n_layers=1))
     optimizer = torch.optim.AdamW(model.parameters())
@@ -227,11 +229,11 @@ KILL_SCRIPT = textwrap.dedent("""
     def state(step):  # the step and a weight it must come with
         return {"step": step, "weight": model.tok_emb.weight[0, 0].item()}
 
-    train_mod.save_checkpoint(folder, model, optimizer, state(1), {"cpu.rank0": torch.get_rng_state()})
+    checkpoints_mod.save_checkpoint(folder, model, optimizer, state(1), {"cpu.rank0": torch.get_rng_state()})
 
-    def announce(event):  # say what just happened, then wait for the parent's SIGKILL
+    def announce(event):  # say what just happened, then wait until the parent says go on (or kills us)
         print(event, flush=True)
-        time.sleep(0.3)
+        sys.stdin.readline()
 
     write, replace = weights_mod.atomic_write_bytes, os.replace
     def announced_write(path, data):
@@ -241,11 +243,11 @@ KILL_SCRIPT = textwrap.dedent("""
         replace(src, dst)
         if Path(dst).is_dir():  # the checkpoint swap, not a file's own rename
             announce("renamed " + Path(src).name + " " + Path(dst).name)
-    train_mod.atomic_write_bytes = weights_mod.atomic_write_bytes = announced_write
+    checkpoints_mod.atomic_write_bytes = weights_mod.atomic_write_bytes = announced_write
     os.replace = announced_replace
     with torch.no_grad():
         model.tok_emb.weight.add_(1.0)
-    train_mod.save_checkpoint(folder, model, optimizer, state(2), {"cpu.rank0": torch.get_rng_state()})
+    checkpoints_mod.save_checkpoint(folder, model, optimizer, state(2), {"cpu.rank0": torch.get_rng_state()})
     print("done", flush=True)
 """)
 
@@ -260,15 +262,21 @@ def test_kill_mid_save_leaves_a_loadable_checkpoint(tmp_path, kill_after, left_b
     script = tmp_path / "saver.py"
     script.write_text(KILL_SCRIPT)
     folder = tmp_path / "ckpt"
-    proc = subprocess.Popen([sys.executable, str(script), str(folder)], stdout=subprocess.PIPE,
-                            text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen([sys.executable, str(script), str(folder)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
     events = []
-    for line in proc.stdout:
+    for line in proc.stdout:  # the saver waits after each event until it reads a line
         events.append(line.strip())
         if events[-1] == kill_after:
             proc.send_signal(signal.SIGKILL)
             break
-    proc.wait()
+        if events[-1] == "done":  # the saver finished without reporting kill_after
+            break
+        proc.stdin.write("go on\n")
+        proc.stdin.flush()
+    proc.wait(timeout=60)
+    proc.stdin.close()
+    proc.stdout.close()
     assert events[-1] == kill_after, f"the saver never reported {kill_after!r}; it said {events}"
     assert (tmp_path / left_behind).is_dir(), sorted(p.name for p in tmp_path.iterdir())
 

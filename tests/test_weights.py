@@ -1,14 +1,14 @@
-"""Chapter 4: loading GPT-2 checkpoints (random weights saved locally in the real format)."""
+"""Loading GPT-2 checkpoints (random weights saved locally in the real format) and saving
+our own models (chapter 4). The GPT-2 tests skip where transformers is not installed."""
 import json
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from llmcourse.model import GPT, GPTConfig
+from llmcourse.config import GPTConfig
+from llmcourse.model import GPT
 from llmcourse.weights import load_gpt, load_hf_gpt2, load_model, save_model
-
-transformers = pytest.importorskip("transformers")
 
 HF_CONFIGS = {
     "tied": dict(n_embd=32, n_layer=2, n_head=4, n_positions=64, vocab_size=211),
@@ -20,6 +20,7 @@ HF_CONFIGS = {
 
 def make_hf_model(folder, seed=0, **kw):
     """A randomly initialised GPT2LMHeadModel saved with save_pretrained, biases made nonzero."""
+    transformers = pytest.importorskip("transformers")
     torch.manual_seed(seed)
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**kw)).eval()
     with torch.no_grad():

@@ -24,7 +24,8 @@ def run_check(check_id: str, fn: Callable, cases: str = "visible", seed: int | N
               answer: str | None = None) -> CheckResult:
     """Call ``fn`` on the cases of ``check_id`` and judge every output (no printing, no raising).
     ``answer``: a concept question's key, given only by its hidden test cell."""
-    from .checks import CheckResult, clone_args, get_check, judge, make_cases  # torch: imported on first use
+    from .checks import CheckResult, clone_args, judge, make_cases  # torch: imported on first use
+    from .registry import get_check
 
     check = get_check(check_id)
     seed = secrets.randbits(63) if seed is None else seed

@@ -450,9 +450,14 @@ def run_limited(fn, seconds):
 
 
 def strip_magics(source):
-    """IPython lines (``%matplotlib``, ``!pip``) are not Python: keep them out."""
-    return "\n".join("pass  # " + line if line.lstrip().startswith(("%", "!")) else line
-                     for line in source.splitlines())
+    """IPython lines (``%matplotlib``, ``!pip``) are not Python: each becomes ``pass`` at its
+    own indentation, so line numbers and the blocks around it stay as they were."""
+    lines = source.splitlines()
+    for i, line in enumerate(lines):
+        code = line.lstrip()
+        if code.startswith(("%", "!")):
+            lines[i] = line[:len(line) - len(code)] + "pass  # " + code
+    return "\n".join(lines)
 
 
 def compile_cell(tree: ast.Module, cell: dict, guard: ConceptGuard):

@@ -1,14 +1,15 @@
 """Checks of the chapter 1 assignment: next-word pairs, tokens read, parameter counts.
 
-Registered on import (``checks.py`` imports this module at its end). Each reference
+Registered on import (``registry.py`` imports every chapter's module). Each reference
 is ``llmcourse``'s own code, wrapped to take and return plain tensors and numbers.
 """
 from __future__ import annotations
 
 import torch
 
+from ..config import GPTConfig
 from ..data import NextTokenDataset
-from ..model import GPTConfig, parameter_count
+from ..model import parameter_count
 from .checks import Case, Check, Mistake, register, register_quiz
 
 # ---------------------------------------------------------------- next-word pairs

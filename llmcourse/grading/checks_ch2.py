@@ -1,6 +1,6 @@
 """Checks of the chapter 2 assignment: BPE, embeddings, softmax and next-token sampling.
 
-Registered on import (``checks.py`` imports this module at its end). References are
+Registered on import (``registry.py`` imports every chapter's module). References are
 ``llmcourse.tokenizer`` and ``llmcourse.generate``, wrapped to return plain tuples and
 tensors. Token id lists travel as lists (a JSON round trip turns tuples into lists),
 so a student's ``pair`` argument is a list ``[a, b]`` in the notebook and the grader alike.
@@ -11,17 +11,9 @@ import math
 
 import torch
 
-from ..generate import softmax_with_temperature, top_k_filter, top_p_filter
+from ..generate import next_token_probs, softmax_with_temperature, top_k_filter, top_p_filter
 from ..tokenizer import merge_pair, most_frequent_pair, pair_counts
-from .checks import (
-    Case,
-    Check,
-    Mistake,
-    _randn,
-    draw_showing_mistakes,
-    register,
-    register_quiz,
-)
+from .checks import Case, Check, Mistake, draw_showing_mistakes, randint, randn, register, register_quiz
 from .policy import SOFTMAX
 
 # The chapter writes softmax by hand, and its sampling steps build on that softmax.
@@ -32,10 +24,6 @@ CH2_CONCEPTS = (SOFTMAX,)
 
 def reference_merge_pair(ids, pair, new_id):
     return tuple(merge_pair(ids, tuple(pair), new_id))
-
-
-def _randint(gen: torch.Generator, low: int, high: int) -> int:
-    return int(torch.randint(low, high, (1,), generator=gen))
 
 
 def _byte_ids(gen: torch.Generator, n: int, alphabet: int = 5) -> list[int]:
@@ -53,7 +41,7 @@ def _merge_cases(gen: torch.Generator, kind: str) -> list[Case]:
         return [Case((ids, [ids[0], ids[1]], 256), f"{len(ids)} ids, pair {[ids[0], ids[1]]}"),
                 Case((ids, [a, a], 257), f"{len(ids)} ids with runs of three {a}, pair [{a}, {a}]")]
     ids = _byte_ids(gen, 40, 6) + [300, 301, 300, 301, 301]
-    x = _randint(gen, 0, 256)
+    x = randint(gen, 0, 256)
     return [
         Case(([x] * 5, [x, x], 256), f"[{x}] * 5, pair [{x}, {x}]: two merges and one left over",
              hint="overlapping pairs: scan left to right and skip both ids of a merged pair"),
@@ -134,13 +122,13 @@ def _tied_ids(gen: torch.Generator, n_pairs: int, repeats: int, low: int = 0) ->
 def _frequent_cases(gen: torch.Generator, kind: str) -> list[Case]:
     if kind == "visible":
         ids, _ = _tied_ids(gen, 3, 2)
-        x = _randint(gen, 0, 10)  # smaller than the other pairs' ids: (x, x) wins the tie
+        x = randint(gen, 0, 10)  # smaller than the other pairs' ids: (x, x) wins the tie
         others, _ = _tied_ids(gen, 2, 2, low=10)
         return [Case((ids,), f"{len(ids)} ids where 3 pairs tie with 2 occurrences each"),
                 Case((others[:3] + [x, x, x] + others[3:],),
                      f"a run of three {x}: ({x}, {x}) occurs twice (overlapping), as do two other pairs")]
     ids, _ = _tied_ids(gen, 4, 3)
-    x = _randint(gen, 0, 50)
+    x = randint(gen, 0, 50)
     return [
         Case((ids,), "4 pairs tie with 3 occurrences each",
              hint="ties go to the smallest pair: compare the first ids, then the second"),
@@ -255,8 +243,8 @@ def reference_embed(token_ids, tok_table, pos_table):
 
 def _embed_cases(gen: torch.Generator, kind: str) -> list[Case]:
     def case(B, T, V, C, d, dtype=torch.float32):
-        return (torch.randint(0, V, (B, T), generator=gen), _randn(gen, V, d, dtype=dtype),
-                _randn(gen, C, d, dtype=dtype))
+        return (torch.randint(0, V, (B, T), generator=gen), randn(gen, V, d, dtype=dtype),
+                randn(gen, C, d, dtype=dtype))
 
     if kind == "visible":
         return [Case(case(2, 5, 10, 12, 4), "ids (2, 5), tok_table (10, 4), pos_table (12, 4)")]
@@ -292,17 +280,17 @@ def _softmax_naive(logits, dim=-1):
 
 def _softmax_cases(gen: torch.Generator, kind: str) -> list[Case]:
     if kind == "visible":
-        return [Case((_randn(gen, 3, 5) * 3,), "logits (3, 5)"),
-                Case((_randn(gen, 4, 6) * 3, 0), "logits (4, 6), dim=0")]
-    masked = _randn(gen, 3, 8) * 2
+        return [Case((randn(gen, 3, 5) * 3,), "logits (3, 5)"),
+                Case((randn(gen, 4, 6) * 3, 0), "logits (4, 6), dim=0")]
+    masked = randn(gen, 3, 8) * 2
     masked[:, 5:] = float("-inf")
     return [
-        Case((_randn(gen, 2, 6) * 5 + 1000,), "large logits (around 1000)",
+        Case((randn(gen, 2, 6) * 5 + 1000,), "large logits (around 1000)",
              hint="exp overflows for large logits (exp(1000) is inf, inf / inf is nan): subtract the largest "
                   "logit first, which does not change the result"),
-        Case((_randn(gen, 2, 3, 4), 1), "logits (2, 3, 4), dim=1"),
+        Case((randn(gen, 2, 3, 4), 1), "logits (2, 3, 4), dim=1"),
         Case((masked,), "logits with -inf entries (filtered tokens get probability 0)"),
-        Case((_randn(gen, 5, 7, dtype=torch.float64),), "float64 logits: the output keeps the dtype"),
+        Case((randn(gen, 5, 7, dtype=torch.float64),), "float64 logits: the output keeps the dtype"),
     ]
 
 
@@ -326,9 +314,9 @@ register(Check(
 def _logits(gen: torch.Generator, kind: str) -> list[tuple[torch.Tensor, str]]:
     """Logits of a few shapes (visible: one); every case gets its own parameter after them."""
     if kind == "visible":
-        return [(_randn(gen, 2, 10) * 2, "logits (2, 10)")]
-    return [(_randn(gen, 3, 50) * 3, "logits (3, 50)"), (_randn(gen, 1, 7), "logits (1, 7)"),
-            (_randn(gen, 2, 3, 12, dtype=torch.float64), "float64 logits (2, 3, 12)")]
+        return [(randn(gen, 2, 10) * 2, "logits (2, 10)")]
+    return [(randn(gen, 3, 50) * 3, "logits (3, 50)"), (randn(gen, 1, 7), "logits (1, 7)"),
+            (randn(gen, 2, 3, 12, dtype=torch.float64), "float64 logits (2, 3, 12)")]
 
 
 def _with(gen: torch.Generator, kind: str, name: str, values: tuple) -> list[Case]:
@@ -358,7 +346,7 @@ def _top_k_cases(gen: torch.Generator, kind: str) -> list[Case]:
         tied = torch.tensor([[1.0, 3.0, 2.0, 3.0, 0.5, 3.0]])
         cases.append(Case((tied, 2), "ties: three logits equal the 2nd largest, k=2",
                           hint="ties: every logit equal to the k-th largest is kept"))
-        cases.append(Case((_randn(gen, 2, 5), 9), "k=9 larger than the vocabulary of 5: keep everything"))
+        cases.append(Case((randn(gen, 2, 5), 9), "k=9 larger than the vocabulary of 5: keep everything"))
     return cases
 
 
@@ -394,10 +382,10 @@ def _top_p_cases(gen: torch.Generator, kind: str) -> list[Case]:
     cases = _with(gen, kind, "p=", (0.8,) if kind == "visible" else (0.9, 0.5, 0.3))
     if kind == "visible":
         return cases + [_exact_tie(gen, 0.5)]
-    cases.append(Case((_randn(gen, 2, 6) + torch.tensor([6.0, 0, 0, 0, 0, 0]), 0.05),
+    cases.append(Case((randn(gen, 2, 6) + torch.tensor([6.0, 0, 0, 0, 0, 0]), 0.05),
                       "p=0.05, smaller than the top token's probability: keep the top token",
                       hint="the most likely token is always kept, even when its probability alone exceeds p"))
-    cases.append(Case((_randn(gen, 2, 9), 1.0), "p=1.0: keep everything"))
+    cases.append(Case((randn(gen, 2, 9), 1.0), "p=1.0: keep everything"))
     return cases + [_exact_tie(gen, 0.75)]
 
 
@@ -431,21 +419,9 @@ register(Check(
 ))
 
 
-def reference_next_token_probs(logits, temperature, top_k, top_p):
-    """The distribution ``sample_next_token`` draws from: greedy is one-hot at the argmax."""
-    if temperature == 0:
-        return torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.size(-1)).to(logits.dtype)
-    logits = logits / temperature
-    if top_k is not None:
-        logits = top_k_filter(logits, top_k)
-    if top_p is not None:
-        logits = top_p_filter(logits, top_p)
-    return torch.softmax(logits, dim=-1)
-
-
 def _probs_filters_first(logits, temperature, top_k, top_p):
     if temperature == 0:
-        return reference_next_token_probs(logits, 0, None, None)
+        return next_token_probs(logits, 0, None, None)
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
     if top_p is not None:
@@ -455,7 +431,7 @@ def _probs_filters_first(logits, temperature, top_k, top_p):
 
 def _probs_p_then_k(logits, temperature, top_k, top_p):
     if temperature == 0:
-        return reference_next_token_probs(logits, 0, None, None)
+        return next_token_probs(logits, 0, None, None)
     logits = logits / temperature
     if top_p is not None:
         logits = top_p_filter(logits, top_p)
@@ -468,7 +444,7 @@ _PROBS_MISTAKES = (
     Mistake(_probs_filters_first, "divide by the temperature first, then filter: top-p looks at the "
             "probabilities after the temperature"),
     Mistake(_probs_p_then_k, "top-k comes before top-p: top-p's cumulative sum runs over the tokens top-k kept"),
-    Mistake(lambda x, t, k, p: torch.softmax(x * t, dim=-1) if t else reference_next_token_probs(x, 0, k, p),
+    Mistake(lambda x, t, k, p: torch.softmax(x * t, dim=-1) if t else next_token_probs(x, 0, k, p),
             "temperature multiplied instead of divided"),
 )
 
@@ -476,22 +452,22 @@ _PROBS_MISTAKES = (
 def _probs_cases(gen: torch.Generator, kind: str) -> list[Case]:
     if kind == "visible":
         # The order of the steps must matter on these logits, so that each typical mistake shows.
-        args = draw_showing_mistakes(lambda: (_randn(gen, 2, 12) * 1.5, 0.7, 3, 0.8), reference_next_token_probs,
+        args = draw_showing_mistakes(lambda: (randn(gen, 2, 12) * 1.5, 0.7, 3, 0.8), next_token_probs,
                                      _PROBS_MISTAKES, 1e-5, 1e-7)
         return [Case(args, "logits (2, 12), temperature 0.7, top_k=3, top_p=0.8"),
-                Case((_randn(gen, 2, 12) * 2, 0.0, None, None), "logits (2, 12), temperature 0: greedy")]
+                Case((randn(gen, 2, 12) * 2, 0.0, None, None), "logits (2, 12), temperature 0: greedy")]
     return [
-        Case((_randn(gen, 3, 40) * 2, 1.5, None, 0.6), "temperature 1.5, top_p=0.6, no top-k"),
-        Case((_randn(gen, 3, 40) * 2, 0.5, 5, None), "temperature 0.5, top_k=5, no top-p"),
-        Case((_randn(gen, 1, 30) * 3, 2.0, 20, 0.4), "temperature 2.0, top_k=20, top_p=0.4"),
-        Case((_randn(gen, 4, 9, dtype=torch.float64), 0.0, 3, 0.9), "float64, temperature 0 (greedy): "
+        Case((randn(gen, 3, 40) * 2, 1.5, None, 0.6), "temperature 1.5, top_p=0.6, no top-k"),
+        Case((randn(gen, 3, 40) * 2, 0.5, 5, None), "temperature 0.5, top_k=5, no top-p"),
+        Case((randn(gen, 1, 30) * 3, 2.0, 20, 0.4), "temperature 2.0, top_k=20, top_p=0.4"),
+        Case((randn(gen, 4, 9, dtype=torch.float64), 0.0, 3, 0.9), "float64, temperature 0 (greedy): "
              "filters change nothing"),
-        Case((_randn(gen, 2, 8), 1.0, None, None), "temperature 1, no filters: the model's own distribution"),
+        Case((randn(gen, 2, 8), 1.0, None, None), "temperature 1, no filters: the model's own distribution"),
     ]
 
 
 register(Check(
-    id="ch2.next_token_probs", function="next_token_probs", reference=reference_next_token_probs,
+    id="ch2.next_token_probs", function="next_token_probs", reference=next_token_probs,
     cases=_probs_cases, mistakes=_PROBS_MISTAKES, concepts=CH2_CONCEPTS, rtol=1e-5, atol=1e-7,
 ))
 

@@ -13,16 +13,12 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from .checks import Case, Check, Mistake, register, register_quiz
+from .checks import Case, Check, Mistake, randn, register, register_quiz
 from .policy import ADAMW, ATTENTION, CROSS_ENTROPY, GELU, LAYER_NORM
 
 # What the chapter's exercises write by hand. One set for all: they build one model, and a
 # block on a built-in layer norm is not written by hand either (softmax is fine here).
 CH4_CONCEPTS = (LAYER_NORM, GELU, ATTENTION, CROSS_ENTROPY, ADAMW)
-
-
-def _randn(gen: torch.Generator, *shape: int, dtype: torch.dtype = torch.float32, scale: float = 1.0) -> torch.Tensor:
-    return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
 
 
 def _rand(gen: torch.Generator, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -43,8 +39,8 @@ def reference_layer_norm(x, weight, bias, eps=1e-5):
 
 def _ln_args(gen, shape, dtype=torch.float32, scale=1.0, eps=1e-5):
     d = shape[-1]
-    x = _randn(gen, *shape, dtype=dtype, scale=scale) + _randn(gen, *shape[:-1], 1, dtype=dtype)
-    return (x, 1 + 0.3 * _randn(gen, d, dtype=dtype), 0.2 * _randn(gen, d, dtype=dtype), eps)
+    x = randn(gen, *shape, dtype=dtype, scale=scale) + randn(gen, *shape[:-1], 1, dtype=dtype)
+    return (x, 1 + 0.3 * randn(gen, d, dtype=dtype), 0.2 * randn(gen, d, dtype=dtype), eps)
 
 
 def _ln_cases(gen, kind):
@@ -91,9 +87,9 @@ def reference_gelu(x):
 
 def _gelu_cases(gen, kind):
     if kind == "visible":
-        return [Case((_randn(gen, 4, 50, scale=2.0),), "x (4, 50), values mostly in [-6, 6]")]
+        return [Case((randn(gen, 4, 50, scale=2.0),), "x (4, 50), values mostly in [-6, 6]")]
     return [Case((torch.linspace(-5, 5, 201),), "x = linspace(-5, 5, 201)"),
-            Case((_randn(gen, 2, 3, 17, dtype=torch.float64, scale=2.0),), "float64 x (2, 3, 17)"),
+            Case((randn(gen, 2, 3, 17, dtype=torch.float64, scale=2.0),), "float64 x (2, 3, 17)"),
             Case((torch.tensor([0.0, -0.0, 30.0, -30.0]),), "0 and large |x|")]
 
 
@@ -117,7 +113,8 @@ _reg(id="ch4.gelu", function="gelu", reference=reference_gelu, cases=_gelu_cases
 # ---------------------------------------------------------------- feed-forward
 
 def _ff_module(d, f, W1, b1, W2, b2, dtype):
-    from ..model import FeedForward, GPTConfig
+    from ..config import GPTConfig
+    from ..model import FeedForward
 
     ff = FeedForward(GPTConfig(vocab_size=8, context_length=8, emb_dim=d, n_heads=1, n_layers=1,
                                drop_rate=0.0, ff_dim=f)).to(dtype).eval()
@@ -137,9 +134,9 @@ def reference_feed_forward(x, W1, b1, W2, b2, dropout=0.0, training=False):
 
 
 def _ff_args(gen, B, T, d, f, dtype=torch.float32):
-    return (_randn(gen, B, T, d, dtype=dtype), _randn(gen, d, f, dtype=dtype, scale=1 / math.sqrt(d)),
-            _randn(gen, f, dtype=dtype, scale=0.1), _randn(gen, f, d, dtype=dtype, scale=1 / math.sqrt(f)),
-            _randn(gen, d, dtype=dtype, scale=0.1))
+    return (randn(gen, B, T, d, dtype=dtype), randn(gen, d, f, dtype=dtype, scale=1 / math.sqrt(d)),
+            randn(gen, f, dtype=dtype, scale=0.1), randn(gen, f, d, dtype=dtype, scale=1 / math.sqrt(f)),
+            randn(gen, d, dtype=dtype, scale=0.1))
 
 
 def _ff_cases(gen, kind):
@@ -170,7 +167,7 @@ _reg(id="ch4.feed_forward", function="feed_forward", reference=reference_feed_fo
 # ---------------------------------------------------------------- transformer block
 
 def _config(d, f, n_heads, n_layers=1, vocab=8, context=8):
-    from ..model import GPTConfig
+    from ..config import GPTConfig
 
     return GPTConfig(vocab_size=vocab, context_length=context, emb_dim=d, n_heads=n_heads, n_layers=n_layers,
                      drop_rate=0.0, qkv_bias=False, ff_dim=f)
@@ -203,7 +200,7 @@ def reference_transformer_block(x, ln1_w, ln1_b, W_q, W_k, W_v, W_o, ln2_w, ln2_
 
 def given_attention(x, W_q, W_k, W_v, W_o, n_heads):
     """The causal multi-head attention the notebook gives (chapter 3), for the mistake variants."""
-    from .checks import reference_multi_head_attention
+    from .checks_ch3 import reference_multi_head_attention
 
     return reference_multi_head_attention(x, W_q, W_k, W_v, W_o, n_heads)
 
@@ -232,16 +229,16 @@ def _block_variant(x, ln1_w, ln1_b, W_q, W_k, W_v, W_o, ln2_w, ln2_b, W1, b1, W2
 def _block_weights(gen, d, f, dtype=torch.float32, layers=None):
     lead = () if layers is None else (layers,)
     s = 1 / math.sqrt(d)
-    return (1 + 0.2 * _randn(gen, *lead, d, dtype=dtype), 0.1 * _randn(gen, *lead, d, dtype=dtype),
-            *(_randn(gen, *lead, d, d, dtype=dtype, scale=s) for _ in range(4)),
-            1 + 0.2 * _randn(gen, *lead, d, dtype=dtype), 0.1 * _randn(gen, *lead, d, dtype=dtype),
-            _randn(gen, *lead, d, f, dtype=dtype, scale=s), _randn(gen, *lead, f, dtype=dtype, scale=0.1),
-            _randn(gen, *lead, f, d, dtype=dtype, scale=1 / math.sqrt(f)), _randn(gen, *lead, d, dtype=dtype, scale=0.1))
+    return (1 + 0.2 * randn(gen, *lead, d, dtype=dtype), 0.1 * randn(gen, *lead, d, dtype=dtype),
+            *(randn(gen, *lead, d, d, dtype=dtype, scale=s) for _ in range(4)),
+            1 + 0.2 * randn(gen, *lead, d, dtype=dtype), 0.1 * randn(gen, *lead, d, dtype=dtype),
+            randn(gen, *lead, d, f, dtype=dtype, scale=s), randn(gen, *lead, f, dtype=dtype, scale=0.1),
+            randn(gen, *lead, f, d, dtype=dtype, scale=1 / math.sqrt(f)), randn(gen, *lead, d, dtype=dtype, scale=0.1))
 
 
 def _block_cases(gen, kind):
     def case(B, T, d, f, H, dtype=torch.float32):
-        return (_randn(gen, B, T, d, dtype=dtype),) + _block_weights(gen, d, f, dtype) + (H,)
+        return (randn(gen, B, T, d, dtype=dtype),) + _block_weights(gen, d, f, dtype) + (H,)
 
     if kind == "visible":
         return [Case(case(2, 4, 8, 32, 2), "x (2, 4, 8), 2 heads, hidden width 32")]
@@ -298,9 +295,9 @@ def _gpt_variant(idx, tok_emb, pos_emb, *rest, positions=True, final_norm=True):
 def _gpt_cases(gen, kind):
     def case(B, T, V, C, d, f, H, L, dtype=torch.float32):
         idx = torch.randint(0, V, (B, T), generator=gen)
-        return (idx, _randn(gen, V, d, dtype=dtype, scale=0.5), _randn(gen, C, d, dtype=dtype, scale=0.3),
-                *_block_weights(gen, d, f, dtype, layers=L), 1 + 0.2 * _randn(gen, d, dtype=dtype),
-                0.1 * _randn(gen, d, dtype=dtype), H)
+        return (idx, randn(gen, V, d, dtype=dtype, scale=0.5), randn(gen, C, d, dtype=dtype, scale=0.3),
+                *_block_weights(gen, d, f, dtype, layers=L), 1 + 0.2 * randn(gen, d, dtype=dtype),
+                0.1 * randn(gen, d, dtype=dtype), H)
 
     if kind == "visible":
         return [Case(case(2, 5, 11, 8, 8, 16, 2, 2), "idx (2, 5), vocab 11, context 8, d 8, 2 layers, 2 heads")]
@@ -330,7 +327,7 @@ def reference_next_token_loss(logits, targets, ignore_index=-100):
 
 
 def _loss_args(gen, B, T, V, n_ignored=0, dtype=torch.float32, ignore_index=-100):
-    logits = _randn(gen, B, T, V, dtype=dtype, scale=2.0)
+    logits = randn(gen, B, T, V, dtype=dtype, scale=2.0)
     targets = torch.randint(0, V, (B, T), generator=gen)
     if n_ignored:
         ignored = torch.randperm(B * T, generator=gen)[:n_ignored]
@@ -413,8 +410,8 @@ def _adamw_variant(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay,
 
 
 def _adamw_args(gen, shape, step, dtype=torch.float32, fresh=False, lr=0.01, wd=0.1):
-    p, g = _randn(gen, *shape, dtype=dtype), _randn(gen, *shape, dtype=dtype, scale=0.1)
-    m = torch.zeros(shape, dtype=dtype) if fresh else _randn(gen, *shape, dtype=dtype, scale=0.05)
+    p, g = randn(gen, *shape, dtype=dtype), randn(gen, *shape, dtype=dtype, scale=0.1)
+    m = torch.zeros(shape, dtype=dtype) if fresh else randn(gen, *shape, dtype=dtype, scale=0.05)
     v = torch.zeros(shape, dtype=dtype) if fresh else _rand(gen, *shape, dtype=dtype) * 0.01
     return (p, g, m, v, step, lr, 0.9, 0.95, 1e-8, wd)
 
@@ -488,8 +485,8 @@ def _gen_args(gen, B, T, n, C, V, first_weight=1.0):
     # never repeats its last token, so feeding only the prompt (which repeats one token)
     # and feeding everything uncropped (which does not) never give the same output.
     idx = torch.stack([torch.randperm(V, generator=gen)[:T] for _ in range(B)])
-    table_last = _randn(gen, V, V) - 1000 * torch.eye(V)
-    return (idx, n, C, table_last, first_weight * _randn(gen, V, V))
+    table_last = randn(gen, V, V) - 1000 * torch.eye(V)
+    return (idx, n, C, table_last, first_weight * randn(gen, V, V))
 
 
 def _gen_cases(gen, kind):

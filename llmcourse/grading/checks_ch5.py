@@ -10,16 +10,7 @@ import math
 
 import torch
 
-from .checks import Case, Check, Mistake, register, register_quiz
-
-
-def _randn(gen: torch.Generator, *shape: int, dtype: torch.dtype = torch.float32, scale: float = 1.0) -> torch.Tensor:
-    return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
-
-
-def _randint(gen: torch.Generator, low: int, high: int) -> int:
-    return int(torch.randint(low, high, (1,), generator=gen))
-
+from .checks import Case, Check, Mistake, randint, randn, register, register_quiz
 
 # ---------------------------------------------------------------- last-token logits and accuracy
 
@@ -39,7 +30,7 @@ def _right_padded(gen, lengths, T, pad_id, vocab=100):
 
 
 def _ltl_args(gen, lengths, T, C, pad_id, dtype=torch.float32):
-    return (_randn(gen, len(lengths), T, C, dtype=dtype), _right_padded(gen, lengths, T, pad_id), pad_id)
+    return (randn(gen, len(lengths), T, C, dtype=dtype), _right_padded(gen, lengths, T, pad_id), pad_id)
 
 
 def _ltl_cases(gen, kind):
@@ -76,7 +67,7 @@ def reference_accuracy(logits, labels):
 
 def _acc_args(gen, B, C, dtype=torch.float32):
     # B is a power of two, so every fraction k / B is exact in float32 and float64 alike.
-    logits = _randn(gen, B, C, dtype=dtype)
+    logits = randn(gen, B, C, dtype=dtype)
     labels = torch.randint(0, C, (B,), generator=gen)
     right = torch.rand(B, generator=gen) < 0.6
     labels = torch.where(right, logits.argmax(dim=-1), labels)
@@ -129,7 +120,7 @@ def _collate_variant(batch, pad_id=50256, ignore_index=-100, allowed_max_length=
 
 
 def _collate_args(gen, lengths, pad_id=50256, ignore_index=-100, allowed_max_length=None):
-    batch = [[_randint(gen, 0, 1000) for _ in range(n)] for n in lengths]
+    batch = [[randint(gen, 0, 1000) for _ in range(n)] for n in lengths]
     return (batch, pad_id, ignore_index, allowed_max_length)
 
 
@@ -177,7 +168,7 @@ def reference_format_instruction(entry):
 
 
 def _sentence(gen, low=2, high=8):
-    return " ".join(_WORDS[_randint(gen, 0, len(_WORDS))] for _ in range(_randint(gen, low, high)))
+    return " ".join(_WORDS[randint(gen, 0, len(_WORDS))] for _ in range(randint(gen, low, high)))
 
 
 def _entry(gen, with_input=True, drop_key=False):
@@ -239,14 +230,14 @@ def reference_lora_merge(W, A, B, alpha, rank):
 
 def _lora_weights(gen, d_in, d_out, r, dtype=torch.float32):
     # B is random, not zero as at the start of training, so that the update shows.
-    return (_randn(gen, d_out, d_in, dtype=dtype, scale=1 / math.sqrt(d_in)), _randn(gen, d_out, dtype=dtype, scale=0.1),
-            _randn(gen, r, d_in, dtype=dtype, scale=1 / math.sqrt(d_in)), _randn(gen, d_out, r, dtype=dtype, scale=0.5))
+    return (randn(gen, d_out, d_in, dtype=dtype, scale=1 / math.sqrt(d_in)), randn(gen, d_out, dtype=dtype, scale=0.1),
+            randn(gen, r, d_in, dtype=dtype, scale=1 / math.sqrt(d_in)), randn(gen, d_out, r, dtype=dtype, scale=0.5))
 
 
 def _lora_forward_cases(gen, kind):
     def case(shape, d_out, r, alpha, dtype=torch.float32):
         W, b, A, B = _lora_weights(gen, shape[-1], d_out, r, dtype)
-        return (_randn(gen, *shape, dtype=dtype), W, b, A, B, alpha, r)
+        return (randn(gen, *shape, dtype=dtype), W, b, A, B, alpha, r)
 
     if kind == "visible":
         return [Case(case((2, 3, 6), 6, 2, 4.0), "x (2, 3, 6), a 6 x 6 layer, rank 2, alpha 4")]

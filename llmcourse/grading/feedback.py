@@ -52,7 +52,7 @@ from nbconvert.exporters import HTMLExporter
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Bool, default
 
-from ..weights import atomic_write_bytes
+from ..files import atomic_write_bytes
 from .records import Assignment, Report
 
 TRUSTED_KEY = "llmcourse_trusted"

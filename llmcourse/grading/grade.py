@@ -26,12 +26,21 @@ from pathlib import Path
 
 import nbformat
 
-from ..weights import atomic_write_bytes
+from ..files import atomic_write_bytes
 from .feedback import annotate, write_feedback
 from .gradebook import build_gradebook, final_scores, load_assignment, save_grades
-from .intake import (MAX_NOTEBOOK_BYTES, check_metadata, find_submissions, printable, read_submission, read_submitted_notebook,
-                     restore, runner_cells, without_hidden_tests)
-from .nbconfig import REPO_ROOT, course_config
+from .intake import (
+    MAX_NOTEBOOK_BYTES,
+    check_metadata,
+    find_submissions,
+    printable,
+    read_submission,
+    read_submitted_notebook,
+    restore,
+    runner_cells,
+    without_hidden_tests,
+)
+from .nbconfig import course_config, find_course
 from .notebook_run import execute_for_feedback
 from .pool import run_jobs
 from .records import Assignment, Rejected, Report
@@ -102,11 +111,12 @@ def job_timeout(limits: Limits) -> float:
 
 
 def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jobs: int | None = None,
-                     root: str | Path = REPO_ROOT, limits: Limits = Limits(), notebook: str | None = None,
+                     root: str | Path | None = None, limits: Limits = Limits(), notebook: str | None = None,
                      log=print) -> list[Report]:
     """``llmcourse grade``: grade every ``submitted/<student>/<assignment>/`` in one go.
 
-    Writes into ``out``: ``gradebook.db``, ``autograded/``, ``feedback/``, ``grades.csv``
+    ``root`` is the course folder (default: ``find_course()``: ``$LLMCOURSE_COURSE`` or the
+    current directory's course). Writes into ``out``: ``gradebook.db``, ``autograded/``, ``feedback/``, ``grades.csv``
     and ``report.json``. Safe to re-run. Refuses (``SandboxUnavailable``) before grading
     anyone when the sandbox cannot be used, unless ``limits.allow_unsandboxed``. One
     student's submission, however hostile, costs no other student a grade: a refused id or
@@ -114,7 +124,7 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
     result files are written after every student.
     """
     sandboxed = require_sandbox(limits)
-    root, submitted, out = Path(root).resolve(), Path(submitted).resolve(), Path(out).resolve()
+    root, submitted, out = find_course(root), Path(submitted).resolve(), Path(out).resolve()
     source_dir = root / "solutions" / assignment
     if not source_dir.is_dir():
         raise FileNotFoundError(f"no assignment {assignment!r}: {source_dir} does not exist")
@@ -181,16 +191,23 @@ def _only_notebook(folder: Path) -> str:
 
 # ---------------------------------------------------------------- a student's own check
 
-def check_notebook(path: str | Path, root: str | Path = REPO_ROOT, limits: Limits = Limits(),
+def check_notebook(path: str | Path, root: str | Path | None = None, limits: Limits = Limits(),
                    execute: bool = False) -> Report:
     """``llmcourse check``: the trusted pipeline on one notebook, without a class gradebook.
 
     The trusted source is the instructor's ``solutions/`` when present (hidden checks
-    included), otherwise the release in ``exercises/`` (visible checks only).
+    included), otherwise the release in ``exercises/`` (visible checks only). ``root`` is
+    the course folder (default: the course the notebook sits in, else ``find_course()``).
     """
-    path, root = Path(path).resolve(), Path(root).resolve()
+    path = Path(path).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"no notebook {path}")
+    try:
+        root = find_course(root, start=path.parent)
+    except FileNotFoundError:
+        if root is not None:
+            raise
+        root = find_course()
     assignment = path.parent.name
     source = next((s for s in ("solutions", "exercises") if (root / s / assignment / path.name).is_file()), None)
     if source is None:

@@ -72,7 +72,7 @@ def accepted_checksums(source_cell, meta: dict) -> frozenset[str]:
 def check_calls(grade_cells: list[GradeCell], where: str) -> None:
     """The instructor's source, checked before anyone is graded: known check ids, and every
     concept question's hidden test giving its key."""
-    from .checks import get_check
+    from .registry import get_check
 
     for cell in grade_cells:
         for call in cell.calls:

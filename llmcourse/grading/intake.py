@@ -129,8 +129,13 @@ def check_metadata(nb, assignment: Assignment) -> list[str]:
 
 def restore(nb, assignment: Assignment, student: str):
     """Put the trusted source back with nbgrader's own preprocessors (as ``autograde`` does)."""
-    from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, DeduplicateIds,
-                                        OverwriteCells, OverwriteKernelspec)
+    from nbgrader.preprocessors import (
+        CheckCellMetadata,
+        ClearOutput,
+        DeduplicateIds,
+        OverwriteCells,
+        OverwriteKernelspec,
+    )
 
     resources = {"nbgrader": {"db_url": assignment.db_url, "assignment": assignment.name,
                               "notebook": assignment.notebook, "student": student}}

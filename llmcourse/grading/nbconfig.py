@@ -10,8 +10,35 @@ from pathlib import Path
 
 from traitlets.config import Config
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+COURSE_ENV = "LLMCOURSE_COURSE"  # the course folder, when it is not given and not found from here
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
+
+
+def is_course(folder: Path) -> bool:
+    """A course folder has the course's ``nbgrader_config.py`` and its assignments in
+    ``solutions/`` (the instructor's) or ``exercises/`` (a student's copy)."""
+    return (folder / "nbgrader_config.py").is_file() and any((folder / s).is_dir() for s in ("solutions", "exercises"))
+
+
+def find_course(course: str | os.PathLike | None = None, start: str | os.PathLike | None = None) -> Path:
+    """The course folder: ``course`` if given, else ``$LLMCOURSE_COURSE``, else the first
+    folder from ``start`` (default: the current directory) upwards that is a course.
+    The package itself holds no course, so an installed ``llmcourse`` grades any course."""
+    given = course if course is not None else os.environ.get(COURSE_ENV) or None
+    if given is not None:
+        folder = Path(given).expanduser().resolve()
+        if not is_course(folder):
+            raise FileNotFoundError(
+                f"{folder} is not a course folder: expected nbgrader_config.py and solutions/ or exercises/ in it"
+                + (f" (from ${COURSE_ENV})" if course is None else ""))
+        return folder
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if is_course(folder):
+            return folder
+    raise FileNotFoundError(
+        f"no course folder in {here} or above it (one with nbgrader_config.py and solutions/ or exercises/); "
+        f"pass --course DIR or set ${COURSE_ENV}")
 
 
 def ensure_tools_on_path() -> None:

@@ -13,8 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..weights import atomic_write_bytes
-from .nbconfig import REPO_ROOT, ensure_tools_on_path
+from ..files import atomic_write_bytes
+from .nbconfig import ensure_tools_on_path, find_course
 
 
 def normalise_notebook(path: Path) -> None:
@@ -27,14 +27,16 @@ def normalise_notebook(path: Path) -> None:
     atomic_write_bytes(path, (json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode())
 
 
-def assignments(root: Path = REPO_ROOT) -> list[str]:
+def assignments(root: Path) -> list[str]:
+    """The assignments of the course in ``root``: the folders of ``solutions/`` with a notebook."""
     return sorted(p.name for p in (root / "solutions").iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
 
 
-def release(assignment: str | None = None, root: str | Path = REPO_ROOT, release_dir: str | Path | None = None,
+def release(assignment: str | None = None, root: str | Path | None = None, release_dir: str | Path | None = None,
             log=print) -> list[Path]:
-    """Generate ``release_dir/<assignment>/`` (default ``exercises/``) for one or all assignments."""
-    root = Path(root).resolve()
+    """Generate ``release_dir/<assignment>/`` (default: the course's ``exercises/``) for one or
+    all assignments of the course in ``root`` (default: ``find_course()``)."""
+    root = find_course(root)
     release_dir = Path(release_dir).resolve() if release_dir else root / "exercises"
     names = [assignment] if assignment else assignments(root)
     ensure_tools_on_path()

@@ -12,9 +12,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from ..weights import atomic_write_bytes
+from ..files import atomic_write_bytes
 from .records import Assignment, Report
-
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 

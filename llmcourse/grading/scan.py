@@ -24,7 +24,15 @@ import ast
 import builtins
 import re
 
-from .answer_runner import FRAMES, INTROSPECTION, PRIVATE, SAFE_BUILTINS, defined_names, refused_syntax
+from .answer_runner import (
+    FRAMES,
+    INTROSPECTION,
+    PRIVATE,
+    SAFE_BUILTINS,
+    defined_names,
+    refused_syntax,
+    strip_magics,
+)
 
 _SQUASH = re.compile(r"[^a-z0-9]")
 _NAME_LIKE = re.compile(r"[A-Za-z0-9_.]+")  # a string that could be a name or a dotted path
@@ -40,13 +48,9 @@ def _squash(text: str) -> str:
 
 def _parse(source: str) -> ast.Module | None:
     try:
-        return ast.parse(_without_magics(source))
+        return ast.parse(strip_magics(source))
     except SyntaxError:
         return None  # the runner reports the syntax error itself
-
-
-def _without_magics(source: str) -> str:
-    return "\n".join("pass" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
 
 
 def _strings(tree: ast.AST) -> list[str]:

@@ -12,9 +12,9 @@ import secrets
 import sys
 from pathlib import Path
 
+from .policy import runner_policy
 from .records import Assignment, CellReport, CheckCall, Report
 from .sandbox import Limits, run_isolated
-from .policy import runner_policy
 from .scan import delegation_reasons
 from .wire import WireError, decode_output, encode_inputs, read_outputs, text
 
@@ -37,7 +37,8 @@ def _did_not_finish(result, why: str) -> str:
 
 def run_answers(cells: list[dict], calls: list[CheckCall], scratch: Path, limits: Limits, report: Report):
     """Run the answer runner on ``cells`` and judge every check call. Returns {CheckCall: CheckResult}."""
-    from .checks import CheckResult, get_check, judge, make_cases
+    from .checks import CheckResult, judge, make_cases
+    from .registry import get_check
 
     checks = {c: get_check(c.check_id) for c in calls}
     policy = runner_policy(list(dict.fromkeys(checks.values())))
