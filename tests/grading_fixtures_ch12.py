@@ -302,7 +302,7 @@ def assert_feedback_hides_hidden_tests(chapter: str, out: Path) -> None:
     pages = {p.parts[-3]: p.read_text() for p in (out / "feedback").rglob("*.html")}
     assert set(pages) == set(CLASS[chapter])
     for student, page in pages.items():
-        assert "BEGIN HIDDEN TESTS" not in page and "cases=&quot;hidden" not in page, student
+        assert "BEGIN HIDDEN TESTS" not in page and "kind=&quot;hidden" not in page, student
         assert "answer=" not in page, student
     wrong = CLASS[chapter][2]  # a typical mistake: its failing hidden check is named, with the hint
     fixture = next(f for f in FIXTURES[chapter] if f.name == wrong)
@@ -311,7 +311,7 @@ def assert_feedback_hides_hidden_tests(chapter: str, out: Path) -> None:
 
 def assert_release_clean(chapter: str) -> None:
     text = release_path(chapter).read_text()
-    assert "HIDDEN TESTS" not in text and "BEGIN SOLUTION" not in text and 'cases=\\"hidden\\"' not in text
+    assert "HIDDEN TESTS" not in text and "BEGIN SOLUTION" not in text and 'kind=\\"hidden\\"' not in text
     for qid, letter in answer_keys(chapter).items():
         assert f'return \\"{letter}\\"\\n' not in text and f'return \\"{letter}\\"' + '"' not in text, qid
 

@@ -520,7 +520,7 @@ def test_solutions_pass_unrefused(tmp_path, chapter):
     checks = [c for i, c in REGISTRY.items() if i.startswith(chapter + ".")]
     cases = {check.id: make_cases(check, "visible", 11) + ([] if check.choices else make_cases(check, "hidden", 12))
              for check in checks}
-    calls = [(f"{check.id}.{i}", check.function, case.args) for check in checks for i, case in enumerate(cases[check.id])]
+    calls = [(f"{check.id}.{i}", check.function_name, case.args) for check in checks for i, case in enumerate(cases[check.id])]
     outputs = run_runner(tmp_path, runner_cells(nb), calls, runner_policy(checks))
     assert not [c for c in outputs["cells"] if c["error"] or c["refused"]], outputs["cells"]
     for check in checks:

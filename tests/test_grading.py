@@ -108,7 +108,7 @@ def test_feedback_hides_hidden_tests_and_answer_key(graded_class):
     pages = {p.parts[-3]: p.read_text() for p in (out / "feedback").rglob("*.html")}
     assert set(pages) == set(CLASS)
     for student, page in pages.items():
-        assert "BEGIN HIDDEN TESTS" not in page and 'cases="hidden"' not in page and "cases=&quot;hidden" not in page
+        assert "BEGIN HIDDEN TESTS" not in page and 'kind="hidden"' not in page and "kind=&quot;hidden" not in page
         assert "answer=" not in page, student
         assert 'return "c"' not in page or student in ("solution", "huge_output", "edit_test", "delete_test",
                                                         "missing_sqrt", "mask_flipped", "softmax_dim",
@@ -141,7 +141,7 @@ def test_huge_output_is_capped(graded_class):
 
 def test_release_has_no_hidden_tests_or_answers():
     text = RELEASE.read_text()
-    assert "HIDDEN TESTS" not in text and "BEGIN SOLUTION" not in text and 'cases=\\"hidden\\"' not in text
+    assert "HIDDEN TESTS" not in text and "BEGIN SOLUTION" not in text and 'kind=\\"hidden\\"' not in text
     for letter in answer_keys("ch3").values():
         assert f'return \\"{letter}\\"' not in text
 
@@ -324,7 +324,7 @@ def test_solutions_pass_every_case_with_room_to_spare(chapter):
         for seed in range(100):
             for kind in ("visible", "hidden"):
                 for case in make_cases(check, kind, seed):
-                    got = namespace[check.function](*clone_args(case.args))
+                    got = namespace[check.function_name](*clone_args(case.args))
                     expected = check.reference(*clone_args(case.args))
                     assert judge(check, case, got, kind).passed, (check.id, seed, case.label)
                     pairs = zip(expected, got) if isinstance(expected, tuple) else [(expected, got)]

@@ -64,7 +64,7 @@ def test_csv_and_feedback(graded, chapter):
         assert float(rows[name]["max_score"]) == sum(full.values())
     for page in (out / "feedback").rglob("*.html"):
         text = page.read_text()
-        assert "BEGIN HIDDEN TESTS" not in text and "cases=&quot;hidden" not in text, page
+        assert "BEGIN HIDDEN TESTS" not in text and "kind=&quot;hidden" not in text, page
 
 
 @pytest.mark.parametrize("chapter", list(SUBS))
@@ -72,7 +72,7 @@ def test_release_has_no_hidden_tests_or_answers(chapter):
     nb = json.loads(release_path(chapter).read_text())
     code = "\n".join(c["source"] if isinstance(c["source"], str) else "".join(c["source"])
                      for c in nb["cells"] if c["cell_type"] == "code")
-    assert "HIDDEN TESTS" not in code and "BEGIN SOLUTION" not in code and 'cases="hidden"' not in code
+    assert "HIDDEN TESTS" not in code and "BEGIN SOLUTION" not in code and 'kind="hidden"' not in code
     for qid, answer in answer_keys(chapter).items():
         assert f'return "{answer}"' not in code, qid
     assert "answer=" not in code

@@ -20,7 +20,7 @@ HIDDEN_NOTE = ("  (these were the visible cases; grading also runs hidden ones: 
                "cases, so make the function general, not just right on these inputs)")
 
 
-def run_check(check_id: str, fn: Callable, cases: str = "visible", seed: int | None = None,
+def run_check(check_id: str, fn: Callable, kind: str = "visible", seed: int | None = None,
               answer: str | None = None) -> CheckResult:
     """Call ``fn`` on the cases of ``check_id`` and judge every output (no printing, no raising).
     ``answer``: a concept question's key, given only by its hidden test cell."""
@@ -29,21 +29,21 @@ def run_check(check_id: str, fn: Callable, cases: str = "visible", seed: int | N
 
     check = get_check(check_id)
     seed = secrets.randbits(63) if seed is None else seed
-    result = CheckResult(check_id, cases, passed=True)
+    result = CheckResult(check_id, kind, passed=True)
     if not callable(fn):
         result.passed, result.reason = False, f"expected a function, got {type(fn).__name__}"
         return result
-    for case in make_cases(check, cases, seed):
+    for case in make_cases(check, kind, seed):
         try:
             got = fn(*clone_args(case.args))
         except NotImplementedError:
-            result.passed, result.reason = False, f"{check.function} is not written yet (NotImplementedError)"
+            result.passed, result.reason = False, f"{check.function_name} is not written yet (NotImplementedError)"
             return result
         except Exception as e:  # the student's error, reported as such
             result.cases.append(_error_case(case.label, e))
             result.passed = False
             continue
-        outcome = judge(check, case, got, cases, answer)
+        outcome = judge(check, case, got, kind, answer)
         result.cases.append(outcome)
         result.passed &= outcome.passed
     return result
@@ -55,15 +55,15 @@ def _error_case(label: str, error: BaseException):
     return CaseResult(label, False, f"raised {type(error).__name__}: {error}")
 
 
-def check(check_id: str, fn: Callable, cases: str = "visible", answer: str | None = None) -> None:
+def check(check_id: str, fn: Callable, kind: str = "visible", answer: str | None = None) -> None:
     """Test cell helper: check ``fn`` against the reference, print the report, raise if wrong.
 
     >>> check("ch3.causal_mask", causal_mask)   # doctest: +SKIP
-    >>> check("ch3.q1", q1, cases="hidden", answer="c")   # a concept question's hidden test  # doctest: +SKIP
+    >>> check("ch3.q1", q1, kind="hidden", answer="c")   # a concept question's hidden test  # doctest: +SKIP
     """
-    result = run_check(check_id, fn, cases, answer=answer)
+    result = run_check(check_id, fn, kind, answer=answer)
     print(result.message)
     if not result.passed:
         raise AssertionError(result.message)
-    if cases == "visible":
+    if kind == "visible":
         print(HIDDEN_NOTE)

@@ -14,8 +14,8 @@ The same ``Check`` serves two places:
   answer runner call the student's function in another process, and compares the
   outputs here, in a process the student's code never ran in.
 
-Adding an exercise: write the reference (or reuse ``llmcourse``'s), a ``cases``
-function and the mistakes, and ``register(Check(...))`` in the chapter's module
+Adding an exercise: write the reference (or reuse ``llmcourse``'s), a
+``draw_cases`` function and the mistakes, and ``register(Check(...))`` in the chapter's module
 (``checks_ch1.py`` ... ``checks_ch5.py``); ``registry.py`` imports every chapter and
 looks checks up. See ``README.md``.
 """
@@ -54,20 +54,20 @@ class Mistake:
 class Check:
     """Everything needed to grade one exercise.
 
-    ``cases(gen, kind)`` returns the calls for ``kind`` "visible" or "hidden", drawing
+    ``draw_cases(gen, kind)`` returns the calls for ``kind`` "visible" or "hidden", drawing
     every random number from ``gen``. ``concepts`` are what the exercise asks to write by
     hand (``policy.Concept``): the answer runner refuses the torch kernels that compute
     them while the function runs, and the static scan names their built-ins (``scan.py``).
     ``choices`` make a concept question: visible cases only check that
     the answer is one of the choices; the hidden check compares it with the key, which
-    the trusted hidden test cell passes (``check(..., cases="hidden", answer="c")``): the
+    the trusted hidden test cell passes (``check(..., kind="hidden", answer="c")``): the
     key is in no file a student has, not even this package.
     """
 
     id: str
-    function: str
+    function_name: str
     reference: Callable[..., Output]
-    cases: Callable[[torch.Generator, str], list[Case]]
+    draw_cases: Callable[[torch.Generator, str], list[Case]]
     mistakes: tuple[Mistake, ...] = ()
     rtol: float = 1e-5
     atol: float = 1e-6
@@ -261,8 +261,8 @@ def judge(check: Check, case: Case, got: Output, kind: str, answer: str | None =
 def make_cases(check: Check, kind: str, seed: int) -> list[Case]:
     """The cases of ``kind`` for ``check``, drawn from a generator seeded with ``seed``."""
     if kind not in ("visible", "hidden"):
-        raise ValueError(f"cases must be 'visible' or 'hidden', got {kind!r}")
-    return check.cases(torch.Generator().manual_seed(seed), kind)
+        raise ValueError(f"kind must be 'visible' or 'hidden', got {kind!r}")
+    return check.draw_cases(torch.Generator().manual_seed(seed), kind)
 
 
 # ---------------------------------------------------------------- random inputs
@@ -288,5 +288,5 @@ def register_quiz(*check_ids: str, choices: tuple[str, ...] = ("a", "b", "c", "d
     """Concept questions: ``def q1(): return "c"`` in the notebook. Their keys are not here
     but in the hidden test cells of ``solutions/`` (see ``Check``)."""
     for check_id in check_ids:
-        register(Check(id=check_id, function=check_id.split(".")[1], reference=lambda: None,
-                       cases=_quiz_cases, choices=choices))
+        register(Check(id=check_id, function_name=check_id.split(".")[1], reference=lambda: None,
+                       draw_cases=_quiz_cases, choices=choices))

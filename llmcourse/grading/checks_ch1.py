@@ -53,8 +53,8 @@ def _pairs_one_window_short(ids, max_length, stride):
 
 _STRIDE_HINT = "stride ignored: window k must start at token k * stride"
 register(Check(
-    id="ch1.next_token_pairs", function="next_token_pairs",
-    reference=reference_next_token_pairs, cases=_pairs_cases,
+    id="ch1.next_token_pairs", function_name="next_token_pairs",
+    reference=reference_next_token_pairs, draw_cases=_pairs_cases,
     mistakes=(
         Mistake(_pairs_unshifted, "target not shifted by one: the target of position i is the token at "
                 "position i + 1 (the next token), not the same token"),
@@ -108,8 +108,8 @@ def _passes_inverted(dataset_tokens, shares, trained_on):
 
 
 register(Check(
-    id="ch1.tokens_read", function="tokens_read",
-    reference=reference_tokens_read, cases=_tokens_cases,
+    id="ch1.tokens_read", function_name="tokens_read",
+    reference=reference_tokens_read, draw_cases=_tokens_cases,
     mistakes=(
         Mistake(_read_by_size, "training draws from each source by its share of the mix, not by its size: "
                 "tokens read = share * trained_on"),
@@ -161,8 +161,8 @@ def _count_cases(gen: torch.Generator, kind: str) -> list[Case]:
 
 
 register(Check(
-    id="ch1.gpt_parameter_count", function="gpt_parameter_count",
-    reference=reference_gpt_parameter_count, cases=_count_cases,
+    id="ch1.gpt_parameter_count", function_name="gpt_parameter_count",
+    reference=reference_gpt_parameter_count, draw_cases=_count_cases,
     mistakes=(
         Mistake(lambda *a: _count_variant(*a, head=True), "the output head was counted although it is tied: "
                 "with tied=True it shares the token embedding matrix, so it adds no parameters"),

@@ -87,7 +87,7 @@ def _merge_first_only(ids, pair, new_id):
 
 
 register(Check(
-    id="ch2.merge_pair", function="merge_pair", reference=reference_merge_pair, cases=_merge_cases,
+    id="ch2.merge_pair", function_name="merge_pair", reference=reference_merge_pair, draw_cases=_merge_cases,
     mistakes=(
         Mistake(_merge_overlapping, "overlapping pairs merged wrongly: scan left to right, and after a merge "
                 "continue after both ids, so [7, 7, 7] with pair (7, 7) gives [new, 7]"),
@@ -168,8 +168,8 @@ def _non_overlapping(ids):
 _TIE_RULE = ("ties go to the smallest pair (compare the first ids, then the second), not to the pair "
              "seen first")
 register(Check(
-    id="ch2.most_frequent_pair", function="most_frequent_pair", reference=reference_most_frequent_pair,
-    cases=_frequent_cases,
+    id="ch2.most_frequent_pair", function_name="most_frequent_pair", reference=reference_most_frequent_pair,
+    draw_cases=_frequent_cases,
     mistakes=(
         Mistake(_first_seen, _TIE_RULE),
         Mistake(_largest, "ties go to the smallest pair, not the largest"),
@@ -228,7 +228,7 @@ def _train_cases(gen: torch.Generator, kind: str) -> list[Case]:
 
 
 register(Check(
-    id="ch2.train_bpe", function="train_bpe", reference=reference_train_bpe, cases=_train_cases,
+    id="ch2.train_bpe", function_name="train_bpe", reference=reference_train_bpe, draw_cases=_train_cases,
     mistakes=_TRAIN_MISTAKES, concepts=CH2_CONCEPTS,
 ))
 
@@ -256,7 +256,7 @@ def _embed_cases(gen: torch.Generator, kind: str) -> list[Case]:
 
 
 register(Check(
-    id="ch2.embed", function="embed", reference=reference_embed, cases=_embed_cases,
+    id="ch2.embed", function_name="embed", reference=reference_embed, draw_cases=_embed_cases,
     mistakes=(
         Mistake(lambda ids, tok, pos: tok[ids], "the position embeddings were not added"),
         Mistake(lambda ids, tok, pos: tok[ids] + pos[ids], "positions indexed by token id: the position row "
@@ -295,7 +295,7 @@ def _softmax_cases(gen: torch.Generator, kind: str) -> list[Case]:
 
 
 register(Check(
-    id="ch2.softmax", function="softmax", reference=reference_softmax, cases=_softmax_cases,
+    id="ch2.softmax", function_name="softmax", reference=reference_softmax, draw_cases=_softmax_cases,
     mistakes=(
         Mistake(_softmax_naive, "exp overflows for large logits (exp(1000) is inf, inf / inf is nan): "
                 "subtract the largest logit along dim first"),
@@ -328,8 +328,8 @@ def _temperature_cases(gen: torch.Generator, kind: str) -> list[Case]:
 
 
 register(Check(
-    id="ch2.softmax_with_temperature", function="softmax_with_temperature",
-    reference=softmax_with_temperature, cases=_temperature_cases,
+    id="ch2.softmax_with_temperature", function_name="softmax_with_temperature",
+    reference=softmax_with_temperature, draw_cases=_temperature_cases,
     mistakes=(
         Mistake(lambda x, t: torch.softmax(x * t, dim=-1), "temperature multiplied instead of divided: "
                 "p = softmax(logits / T), so T < 1 sharpens and T > 1 flattens"),
@@ -355,7 +355,7 @@ def _top_k_off_by_one(logits, k):
 
 
 register(Check(
-    id="ch2.top_k_filter", function="top_k_filter", reference=top_k_filter, cases=_top_k_cases,
+    id="ch2.top_k_filter", function_name="top_k_filter", reference=top_k_filter, draw_cases=_top_k_cases,
     mistakes=(
         Mistake(_top_k_off_by_one, "off by one: k + 1 logits were kept; the threshold is the k-th largest "
                 "(index k - 1 when sorted in descending order)"),
@@ -403,7 +403,7 @@ def _top_p_variant(logits, p, *, include_crossing=True, sort=True, strict=False)
 
 
 register(Check(
-    id="ch2.top_p_filter", function="top_p_filter", reference=top_p_filter, cases=_top_p_cases,
+    id="ch2.top_p_filter", function_name="top_p_filter", reference=top_p_filter, draw_cases=_top_p_cases,
     mistakes=(
         Mistake(lambda x, p: _top_p_variant(x, p, include_crossing=False), "the token that crosses p was "
                 "excluded: keep the most likely tokens up to and including the one whose cumulative "
@@ -467,8 +467,8 @@ def _probs_cases(gen: torch.Generator, kind: str) -> list[Case]:
 
 
 register(Check(
-    id="ch2.next_token_probs", function="next_token_probs", reference=next_token_probs,
-    cases=_probs_cases, mistakes=_PROBS_MISTAKES, concepts=CH2_CONCEPTS, rtol=1e-5, atol=1e-7,
+    id="ch2.next_token_probs", function_name="next_token_probs", reference=next_token_probs,
+    draw_cases=_probs_cases, mistakes=_PROBS_MISTAKES, concepts=CH2_CONCEPTS, rtol=1e-5, atol=1e-7,
 ))
 
 # ---------------------------------------------------------------- concept questions

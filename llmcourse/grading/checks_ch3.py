@@ -35,8 +35,8 @@ def _simplified_no_softmax(x):
 
 
 register(Check(
-    id="ch3.simplified_attention", function="simplified_attention",
-    reference=ref.simplified_self_attention, cases=_simplified_cases,
+    id="ch3.simplified_attention", function_name="simplified_attention",
+    reference=ref.simplified_self_attention, draw_cases=_simplified_cases,
     mistakes=(Mistake(_simplified_softmax_dim0, "softmax over the wrong dimension: each row of the "
                       "weights (one query) must sum to 1, use dim=-1"),
               Mistake(_simplified_no_softmax, "the scores were not normalised with a softmax")),
@@ -77,8 +77,8 @@ def _sdpa_cases(gen: torch.Generator, kind: str) -> list[Case]:
 
 
 register(Check(
-    id="ch3.scaled_dot_product_attention", function="scaled_dot_product_attention",
-    reference=ref.scaled_dot_product_attention, cases=_sdpa_cases,
+    id="ch3.scaled_dot_product_attention", function_name="scaled_dot_product_attention",
+    reference=ref.scaled_dot_product_attention, draw_cases=_sdpa_cases,
     mistakes=(
         Mistake(lambda *a: _sdpa_variant(*a, scale=None), "missing 1/sqrt(d_k): divide the scores by "
                 "the square root of the key dimension"),
@@ -102,8 +102,8 @@ def _mask_cases(gen: torch.Generator, kind: str) -> list[Case]:
 
 
 register(Check(
-    id="ch3.causal_mask", function="causal_mask",
-    reference=lambda T: ref.causal_mask(T), cases=_mask_cases,
+    id="ch3.causal_mask", function_name="causal_mask",
+    reference=lambda T: ref.causal_mask(T), draw_cases=_mask_cases,
     mistakes=(
         Mistake(lambda T: ~ref.causal_mask(T), "mask flipped: True must mean 'may attend'; token i "
                 "may see tokens 0..i (itself included), so as written a token sees the future"),
@@ -154,14 +154,14 @@ def _merge_interleaved(x):
 _HEADS_HINT = ("heads split or merged in the wrong order: reshape (B, T, d) to (B, T, n_heads, head_dim) "
                "and then swap T and n_heads (and the reverse to merge); a reshape alone mixes tokens")
 register(Check(
-    id="ch3.split_heads", function="split_heads", reference=ref.split_heads, cases=_split_cases,
+    id="ch3.split_heads", function_name="split_heads", reference=ref.split_heads, draw_cases=_split_cases,
     mistakes=(Mistake(_split_no_transpose, _HEADS_HINT),
               Mistake(_split_interleaved, "head h must get the contiguous channels h*head_dim .. "
                       "(h+1)*head_dim - 1, not every n_heads-th channel")),
     concepts=CH3_CONCEPTS, rtol=0, atol=0,
 ))
 register(Check(
-    id="ch3.merge_heads", function="merge_heads", reference=ref.merge_heads, cases=_merge_cases,
+    id="ch3.merge_heads", function_name="merge_heads", reference=ref.merge_heads, draw_cases=_merge_cases,
     mistakes=(Mistake(_merge_no_transpose, _HEADS_HINT),
               Mistake(_merge_interleaved, "the head channels were interleaved: head 0's channels come first, "
                       "then head 1's, ...")),
@@ -205,8 +205,8 @@ def _mha_cases(gen: torch.Generator, kind: str) -> list[Case]:
 
 
 register(Check(
-    id="ch3.multi_head_attention", function="multi_head_attention",
-    reference=reference_multi_head_attention, cases=_mha_cases,
+    id="ch3.multi_head_attention", function_name="multi_head_attention",
+    reference=reference_multi_head_attention, draw_cases=_mha_cases,
     mistakes=(
         Mistake(lambda *a: _mha_variant(*a, causal=False), "no causal mask: a token sees the future"),
         Mistake(lambda *a: _mha_variant(*a, scale=False), "missing 1/sqrt(d_k), with d_k the head dimension"),

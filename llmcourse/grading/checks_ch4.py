@@ -61,7 +61,7 @@ def _ln_variant(x, weight, bias, eps=1e-5, *, unbiased=False, eps_outside=False,
     return weight * (x - mean) / denom + bias
 
 
-_reg(id="ch4.layer_norm", function="layer_norm", reference=reference_layer_norm, cases=_ln_cases,
+_reg(id="ch4.layer_norm", function_name="layer_norm", reference=reference_layer_norm, draw_cases=_ln_cases,
      mistakes=(
          Mistake(lambda *a: _ln_variant(*a, unbiased=True),
                  "variance computed without unbiased=False: layer norm divides by d (the population "
@@ -101,7 +101,7 @@ def _gelu_no_cubic(x):
     return 0.5 * x * (1 + torch.tanh(math.sqrt(2.0 / math.pi) * x))
 
 
-_reg(id="ch4.gelu", function="gelu", reference=reference_gelu, cases=_gelu_cases,
+_reg(id="ch4.gelu", function_name="gelu", reference=reference_gelu, draw_cases=_gelu_cases,
      mistakes=(
          Mistake(_gelu_erf, "this is the exact (erf) GELU; GPT-2 uses the tanh approximation "
                  "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))"),
@@ -157,7 +157,7 @@ def _ff_no_bias2(x, W1, b1, W2, b2, dropout=0.0, training=False):
     return reference_gelu(x @ W1 + b1) @ W2
 
 
-_reg(id="ch4.feed_forward", function="feed_forward", reference=reference_feed_forward, cases=_ff_cases,
+_reg(id="ch4.feed_forward", function_name="feed_forward", reference=reference_feed_forward, draw_cases=_ff_cases,
      mistakes=(
          Mistake(_ff_relu, "ReLU instead of GELU between the two layers (use your gelu)"),
          Mistake(_ff_no_bias2, "the second bias b2 was not added"),
@@ -249,8 +249,8 @@ def _block_cases(gen, kind):
 
 _SHORTCUT = ("a shortcut is missing: the block computes x = x + attention(norm1(x)), then "
              "x = x + feed_forward(norm2(x))")
-_reg(id="ch4.transformer_block", function="transformer_block", reference=reference_transformer_block,
-     cases=_block_cases,
+_reg(id="ch4.transformer_block", function_name="transformer_block", reference=reference_transformer_block,
+     draw_cases=_block_cases,
      mistakes=(
          Mistake(lambda *a: _block_variant(*a, post_norm=True),
                  "post-norm: GPT-2 normalises the input of each branch (pre-norm), x + attention(norm1(x)), "
@@ -309,7 +309,7 @@ def _gpt_cases(gen, kind):
 # float32 through several layers: layer norm magnifies rounding where a token's channels
 # barely vary, so honest answers reach ~4% of these tolerances (3,000 seeds); the typical
 # mistakes are off by far more.
-_reg(id="ch4.gpt_forward", function="gpt_forward", reference=reference_gpt_forward, cases=_gpt_cases,
+_reg(id="ch4.gpt_forward", function_name="gpt_forward", reference=reference_gpt_forward, draw_cases=_gpt_cases,
      mistakes=(
          Mistake(lambda *a: _gpt_variant(*a, positions=False),
                  "the position embeddings were not added: x = tok_emb[idx] + pos_emb[:T]"),
@@ -368,8 +368,8 @@ def _loss_no_ignore(logits, targets, ignore_index=-100):
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten().clamp(min=0))
 
 
-_reg(id="ch4.next_token_loss", function="next_token_loss", reference=reference_next_token_loss,
-     cases=_loss_cases,
+_reg(id="ch4.next_token_loss", function_name="next_token_loss", reference=reference_next_token_loss,
+     draw_cases=_loss_cases,
      mistakes=(
          Mistake(_loss_shifted_again, "target shifted twice: targets[:, t] is already the token after "
                  "inputs[:, t], so compare logits[:, t] with targets[:, t]"),
@@ -425,7 +425,7 @@ def _adamw_cases(gen, kind):
             Case(_adamw_args(gen, (4,), 1000), "step 1000: the bias correction is almost 1")]
 
 
-_reg(id="ch4.adamw_step", function="adamw_step", reference=reference_adamw_step, cases=_adamw_cases,
+_reg(id="ch4.adamw_step", function_name="adamw_step", reference=reference_adamw_step, draw_cases=_adamw_cases,
      mistakes=(
          Mistake(lambda *a: _adamw_variant(*a, correct=False),
                  "no bias correction: divide m by (1 - beta1**step) and v by (1 - beta2**step)"),
@@ -502,7 +502,7 @@ def _gen_cases(gen, kind):
             Case(_gen_args(gen, 2, 1, 7, 8, 9), "a context longer than the whole text")]
 
 
-_reg(id="ch4.greedy_generate", function="greedy_generate", reference=reference_greedy_generate, cases=_gen_cases,
+_reg(id="ch4.greedy_generate", function_name="greedy_generate", reference=reference_greedy_generate, draw_cases=_gen_cases,
      mistakes=(
          Mistake(lambda *a: _gen_variant(*a, crop=False),
                  "the input was not cropped to the last context_length tokens"),

@@ -51,8 +51,8 @@ def _ltl_first_pad(logits, input_ids, pad_id):
 
 
 register(Check(
-    id="ch5.last_token_logits", function="last_token_logits", reference=reference_last_token_logits,
-    cases=_ltl_cases,
+    id="ch5.last_token_logits", function_name="last_token_logits", reference=reference_last_token_logits,
+    draw_cases=_ltl_cases,
     mistakes=(
         Mistake(_ltl_position_minus_one, "position -1 taken on right-padded inputs: for a text shorter than "
                 "the batch, position -1 is a pad; take the logits at each text's last real token"),
@@ -84,7 +84,7 @@ def _acc_cases(gen, kind):
 
 
 register(Check(
-    id="ch5.accuracy", function="accuracy", reference=reference_accuracy, cases=_acc_cases,
+    id="ch5.accuracy", function_name="accuracy", reference=reference_accuracy, draw_cases=_acc_cases,
     mistakes=(
         Mistake(lambda logits, labels: int((logits.argmax(dim=-1) == labels).sum()),
                 "that is the number of right predictions; accuracy is their fraction"),
@@ -139,8 +139,8 @@ def _collate_cases(gen, kind):
 
 
 register(Check(
-    id="ch5.instruction_collate", function="instruction_collate", reference=reference_instruction_collate,
-    cases=_collate_cases,
+    id="ch5.instruction_collate", function_name="instruction_collate", reference=reference_instruction_collate,
+    draw_cases=_collate_cases,
     mistakes=(
         Mistake(lambda *a: _collate_variant(*a, mask=False),
                 "padding not masked with -100 (ignore_index): padding targets must not count in the loss"),
@@ -194,8 +194,8 @@ def _format_always_input(entry):
 
 
 register(Check(
-    id="ch5.format_instruction", function="format_instruction", reference=reference_format_instruction,
-    cases=_format_cases,
+    id="ch5.format_instruction", function_name="format_instruction", reference=reference_format_instruction,
+    draw_cases=_format_cases,
     mistakes=(Mistake(_format_always_input, "Input section present although the input is empty: leave out "
                       "the whole '### Input:' section when there is no input"),),
 ))
@@ -272,7 +272,7 @@ _UPSIDE_DOWN = "the scaling is upside down: it is alpha / rank"
 _SWAPPED = ("A and B swapped or transposed: the update of the (out, in) weight is B @ A, so the output gains "
             "(x @ A.T) @ B.T")
 register(Check(
-    id="ch5.lora_forward", function="lora_forward", reference=reference_lora_forward, cases=_lora_forward_cases,
+    id="ch5.lora_forward", function_name="lora_forward", reference=reference_lora_forward, draw_cases=_lora_forward_cases,
     mistakes=(
         Mistake(lambda *a: _forward_variant(*a, scale=lambda alpha, rank: 1.0), _NO_SCALE),
         Mistake(lambda *a: _forward_variant(*a, scale=lambda alpha, rank: rank / alpha), _UPSIDE_DOWN),
@@ -281,7 +281,7 @@ register(Check(
                 "(x @ A.T) @ B.T to the frozen layer's output"),
     ), rtol=1e-5, atol=1e-5))
 register(Check(
-    id="ch5.lora_merge", function="lora_merge", reference=reference_lora_merge, cases=_lora_merge_cases,
+    id="ch5.lora_merge", function_name="lora_merge", reference=reference_lora_merge, draw_cases=_lora_merge_cases,
     mistakes=(
         Mistake(lambda *a: _merge_variant(*a, scale=lambda alpha, rank: 1.0), _NO_SCALE),
         Mistake(lambda *a: _merge_variant(*a, scale=lambda alpha, rank: rank / alpha), _UPSIDE_DOWN),

@@ -26,7 +26,7 @@ def parse_check_calls(source: str) -> tuple[CheckCall, ...]:
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "check"
                 and node.args and isinstance(node.args[0], ast.Constant)):
             keywords = {k.arg: k.value.value for k in node.keywords if isinstance(k.value, ast.Constant)}
-            calls.append(CheckCall(node.args[0].value, keywords.get("cases", "visible"), keywords.get("answer")))
+            calls.append(CheckCall(node.args[0].value, keywords.get("kind", "visible"), keywords.get("answer")))
     return tuple(calls)
 
 

@@ -189,6 +189,6 @@ def runner_policy(checks) -> dict:
     for check in checks:
         for concept in check.concepts:
             concepts[concept.name] = concept.as_json()
-        functions.setdefault(check.function, [])
-        functions[check.function] += [c.name for c in check.concepts if c.name not in functions[check.function]]
+        functions.setdefault(check.function_name, [])
+        functions[check.function_name] += [c.name for c in check.concepts if c.name not in functions[check.function_name]]
     return {"modules": importable_modules(), "concepts": concepts, "functions": functions}

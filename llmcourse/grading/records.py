@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class CheckCall:
-    """``check("ch3.causal_mask", causal_mask, cases="hidden")`` in a trusted test cell
+    """``check("ch3.causal_mask", causal_mask, kind="hidden")`` in a trusted test cell
     (``answer="c"``: a concept question's key, only ever in a hidden test)."""
 
     check_id: str

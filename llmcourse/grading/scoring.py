@@ -50,7 +50,7 @@ def run_answers(cells: list[dict], calls: list[CheckCall], scratch: Path, limits
     for n, call in enumerate(calls):
         check = checks[call]
         cases[call] = make_cases(check, call.kind, secrets.randbits(63))  # fresh, unknown to the student
-        wire += [(f"c{n}.{i}", check.function, case.args) for i, case in enumerate(cases[call])]
+        wire += [(f"c{n}.{i}", check.function_name, case.args) for i, case in enumerate(cases[call])]
     result = run_isolated([sys.executable, "-I", str(HERE / "answer_runner.py"), "spec.json"], workdir, limits,
                           stdin=encode_inputs(wire), stdin_after="ready")
     note_sandbox(report, result)
@@ -69,7 +69,7 @@ def run_answers(cells: list[dict], calls: list[CheckCall], scratch: Path, limits
     for n, call in enumerate(calls):
         check = checks[call]
         res = CheckResult(call.check_id, call.kind, True)
-        why = delegation.get(check.function, []) + delegation.get("*", [])
+        why = delegation.get(check.function_name, []) + delegation.get("*", [])
         if why:
             res.passed, res.reason = False, "; ".join(dict.fromkeys(why))
             results[call] = res
