@@ -21,7 +21,7 @@ import functools
 import json
 import operator
 import os
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from .files import atomic_write_bytes, fetch
 #: never cross the boundaries of these chunks.
 GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 ENDOFTEXT = "<|endoftext|>"
+TOKENIZER_FILE = "tokenizer.json"  # a model folder's own tokenizer, when it is not GPT-2's
 GPT2_ENDOFTEXT_ID = 50256
 
 _SPLIT_RE = regex.compile(GPT2_SPLIT_PATTERN)
@@ -147,7 +148,8 @@ class BPETokenizer:
         Each step merges the most frequent adjacent pair (ties: the smallest
         pair, see ``most_frequent_pair``) in every chunk, and the merged pair
         becomes the next id. Counting runs over the *distinct* chunks, each
-        weighted by how often it occurs, which is what makes training fast.
+        weighted by how often it occurs, and after a merge only the chunks that
+        contained the pair are counted again, which is what makes training fast.
         A pair whose bytes already form a token is skipped, so that every byte
         string has one id (ids double as ranks of byte strings).
         """
@@ -160,25 +162,44 @@ class BPETokenizer:
                   note=f" (256 byte tokens + {len(special_tokens)} special tokens)")
         n_merges = vocab_size - smallest
         chunk_counts = Counter(_SPLIT_RE.findall(text))
-        words = {tuple(chunk.encode("utf-8")): n for chunk, n in chunk_counts.items()}
+        words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
+        weights = list(chunk_counts.values())
         vocab = [bytes([b]) for b in range(256)]
         ranks = {token: i for i, token in enumerate(vocab)}
         merges: list[Pair] = []
+        counts: Counter[Pair] = Counter()  # weighted count of every pair still eligible
+        holders: dict[Pair, set[int]] = defaultdict(set)  # the words a pair may occur in
+        skipped: set[Pair] = set()  # pairs whose bytes already form a token
+
+        def count(i: int, sign: int) -> None:
+            for pair, c in pair_counts(words[i]).items():
+                if pair in skipped:
+                    continue
+                counts[pair] += sign * c * weights[i]
+                if counts[pair] == 0:
+                    del counts[pair]
+                elif sign > 0:
+                    holders[pair].add(i)
+
+        for i in range(len(words)):
+            count(i, +1)
         while len(merges) < n_merges:
-            counts: Counter[Pair] = Counter()
-            for word, n in words.items():
-                for pair, c in pair_counts(word).items():
-                    counts[pair] += c * n
-            candidates = {p: c for p, c in counts.items() if vocab[p[0]] + vocab[p[1]] not in ranks}
-            if not candidates:
+            if not counts:
                 raise ValueError(
                     f"the text has only enough distinct pairs for {len(merges)} merges, "
                     f"so vocab_size can be at most {256 + len(merges) + len(special_tokens)}, "
                     f"got {vocab_size}"
                 )
-            pair = most_frequent_pair(candidates)
+            pair = most_frequent_pair(counts)
+            if vocab[pair[0]] + vocab[pair[1]] in ranks:
+                skipped.add(pair)
+                del counts[pair]
+                continue
             new_id = len(vocab)
-            words = {tuple(merge_pair(w, pair, new_id)): n for w, n in words.items()}
+            for i in holders.pop(pair):
+                count(i, -1)
+                words[i] = merge_pair(words[i], pair, new_id)
+                count(i, +1)
             merges.append(pair)
             vocab.append(vocab[pair[0]] + vocab[pair[1]])
             ranks[vocab[-1]] = new_id
@@ -209,6 +230,17 @@ class BPETokenizer:
     def vocab_size(self) -> int:
         """Number of ids: ordinary tokens plus special tokens."""
         return len(self._vocab)
+
+    # What the rest of the package uses of a tokenizer, named as tiktoken's ``Encoding``
+    # names it, so that GPT-2's tokenizer and this one are interchangeable.
+    n_vocab = vocab_size
+
+    @property
+    def eot_token(self) -> int:
+        """The id of ``<|endoftext|>``: where a document ends and generation stops."""
+        if ENDOFTEXT not in self.special_tokens:
+            raise ValueError(f"this tokenizer has no {ENDOFTEXT} token; train it with special_tokens=({ENDOFTEXT!r},)")
+        return self.special_tokens[ENDOFTEXT]
 
     @property
     def merges(self) -> list[Pair]:
@@ -373,3 +405,21 @@ def gpt2_tokenizer() -> tiktoken.Encoding:
         special_tokens={ENDOFTEXT: GPT2_ENDOFTEXT_ID},
         explicit_n_vocab=GPT2_ENDOFTEXT_ID + 1,
     )
+
+
+def load_tokenizer(source: str | os.PathLike | None = None) -> BPETokenizer | tiktoken.Encoding:
+    """The tokenizer a model reads: GPT-2's (``None``), a course tokenizer saved with
+    ``BPETokenizer.save`` (a file), or a model folder's own: its ``tokenizer.json`` when
+    it has one (a model trained with a course tokenizer), GPT-2's otherwise.
+
+    Both kinds share what the package uses: ``encode(text, allowed_special)``,
+    ``decode(ids)``, ``eot_token`` and ``n_vocab``.
+    """
+    if source is None:
+        return gpt2_tokenizer()
+    path = Path(source)
+    if path.is_dir():
+        return BPETokenizer.load(path / TOKENIZER_FILE) if (path / TOKENIZER_FILE).is_file() else gpt2_tokenizer()
+    if not path.is_file():
+        raise FileNotFoundError(f"no tokenizer file or model folder at {path}")
+    return BPETokenizer.load(path)

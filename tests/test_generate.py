@@ -9,6 +9,7 @@ import torch
 
 from llmcourse.generate import (
     generate,
+    next_token_probs,
     sample_next_token,
     softmax_with_temperature,
     top_k_filter,
@@ -163,3 +164,47 @@ def test_generate_input_errors():
         generate(ours, torch.tensor([[1, 2, 500]]), 5)
     with pytest.raises(ValueError, match="max_new_tokens"):
         generate(ours, torch.tensor([[1, 2]]), -1)
+
+
+def test_next_token_probs_is_what_sampling_draws_from():
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, 0.0]])
+    probs = next_token_probs(logits, temperature=0.8, top_k=3, top_p=0.9)
+    expected = torch.softmax(top_p_filter(top_k_filter(logits / 0.8, 3), 0.9), dim=-1)
+    assert torch.equal(probs, expected) and probs[0, 3:].eq(0).all()
+    draws = torch.stack([sample_next_token(logits, 0.8, 3, 0.9, torch.Generator().manual_seed(s)) for s in range(300)])
+    assert set(draws.flatten().tolist()) <= set(probs[0].nonzero().flatten().tolist())
+    assert torch.equal(next_token_probs(logits), torch.tensor([[1.0, 0, 0, 0, 0]]))  # greedy: all on the argmax
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        next_token_probs(logits, temperature=-1.0)
+
+
+@pytest.mark.parametrize("which", ["gpt2", "course"])
+def test_generate_text_works_with_either_tokenizer(which):
+    """GPT-2's tiktoken encoding and the course's own BPETokenizer share what generation
+    uses: encode(text, allowed_special), decode, eot_token, n_vocab."""
+    from llmcourse.config import GPTConfig
+    from llmcourse.files import read_text
+    from llmcourse.generate import generate_text
+    from llmcourse.model import GPT
+    from llmcourse.tokenizer import BPETokenizer, gpt2_tokenizer
+
+    tokenizer = gpt2_tokenizer() if which == "gpt2" else BPETokenizer.train(read_text("the-verdict.txt"), 300)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.n_vocab, context_length=32, emb_dim=16, n_heads=2, n_layers=1)).eval()
+    out = generate_text(model, tokenizer, ["I had", "The"], max_new_tokens=6)
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)
+    # a model whose every row says "end of text" stops at once, for both tokenizers
+    with torch.no_grad():
+        model.out_head.weight.zero_()
+        model.out_head.weight[tokenizer.eot_token] = 1.0
+        model.final_norm.weight.zero_()
+        model.final_norm.bias.fill_(1.0)
+    assert generate_text(model, tokenizer, "I had", max_new_tokens=6) == ""
+
+
+def test_a_course_tokenizer_without_end_of_text_says_so():
+    from llmcourse.tokenizer import BPETokenizer
+
+    tokenizer = BPETokenizer.train("abc abc abd", 258, special_tokens=())
+    with pytest.raises(ValueError, match="no <\\|endoftext\\|> token"):
+        tokenizer.eot_token

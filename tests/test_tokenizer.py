@@ -2,11 +2,13 @@
 against tiktoken's GPT-2 encoding (reference ids come from GPT-2 itself)."""
 import json
 import random
+from collections import Counter
 
 import pytest
 
 from llmcourse.files import read_text
 from llmcourse.tokenizer import (
+    _SPLIT_RE,
     BPETokenizer,
     gpt2_tokenizer,
     merge_pair,
@@ -157,6 +159,39 @@ def test_train_on_the_verdict_round_trips_and_compresses():
     n_bytes = len(text.encode("utf-8"))
     assert len(ids) < 0.6 * n_bytes, f"{len(ids)} tokens for {n_bytes} bytes"
     assert max(ids) < 399
+
+
+def naive_bpe_merges(text: str, n_merges: int) -> list[tuple[int, int]]:
+    """The lesson's loop, written plainly: count every pair in every chunk, merge the most
+    frequent one (skipping pairs whose bytes are already a token), repeat."""
+    chunks = Counter(_SPLIT_RE.findall(text))
+    words = {tuple(chunk.encode("utf-8")): n for chunk, n in chunks.items()}
+    vocab = [bytes([b]) for b in range(256)]
+    merges = []
+    while len(merges) < n_merges:
+        counts = Counter()
+        for word, n in words.items():
+            for pair, c in pair_counts(word).items():
+                counts[pair] += c * n
+        pair = most_frequent_pair({p: c for p, c in counts.items() if vocab[p[0]] + vocab[p[1]] not in vocab})
+        words = {tuple(merge_pair(w, pair, len(vocab))): n for w, n in words.items()}
+        merges.append(pair)
+        vocab.append(vocab[pair[0]] + vocab[pair[1]])
+    return merges
+
+
+@pytest.mark.parametrize("text, n_merges", [
+    ("aaabdaaabac " * 3 + "aaaa bbbb aaaa", 13),  # overlapping runs and ties, up to the last possible merge
+    ("the-verdict", 150),
+    ("héllo wörld, 안녕하세요 세계! " * 5 + "1234 12 1234", 30),  # multi-byte characters, digits
+])
+def test_train_learns_the_same_merges_as_the_plain_loop(text, n_merges):
+    """Training recounts only the chunks a merge touched; the merges must be exactly the
+    plain loop's, order and ties included."""
+    if text == "the-verdict":
+        text = read_text("the-verdict.txt")[:6000]
+    tok = BPETokenizer.train(text, vocab_size=256 + n_merges, special_tokens=())
+    assert tok.merges == naive_bpe_merges(text, n_merges)
 
 
 def test_train_rejects_bad_arguments():
