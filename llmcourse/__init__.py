@@ -13,6 +13,7 @@ imports only from the modules above it in this list (``tests/test_layers.py``):
 * ``weights``      chapter 4: loading GPT-2's public weights, saving and loading models
 * ``checkpoints``  chapter 4: training checkpoints (optimizer, RNG, data position)
 * ``train``        chapter 4: the pretraining loop, resume, DDP
+* ``course``       chapters 2-5: the course model (its tokenizer, size, run) and what it learned
 * ``finetune``     chapter 5: classification and instruction fine-tuning (a package)
 * ``lora``         chapter 5: low-rank adapters
 

@@ -14,7 +14,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
     from .generate import generate_text
-    from .tokenizer import gpt2_tokenizer
+    from .tokenizer import load_tokenizer
     from .weights import load_gpt
 
     model = load_gpt(args.checkpoint, device=args.device)
@@ -22,8 +22,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.seed is not None:
         generator = torch.Generator(device=model.device).manual_seed(args.seed)
     text = generate_text(
-        model, gpt2_tokenizer(), args.prompt, args.max_new_tokens,
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        model, load_tokenizer(args.checkpoint), args.prompt, args.max_new_tokens,
+        temperature=0.0 if args.greedy else args.temperature, top_k=args.top_k, top_p=args.top_p,
         generator=generator, use_cache=not args.no_cache,
     )
     print(args.prompt + text)
@@ -56,9 +56,20 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides[key] = value  # plain strings need no quotes
     if "min_lr" not in overrides and "lr" in overrides:
         overrides["min_lr"] = overrides["lr"] / 10
-    config = TrainConfig.from_dict(overrides)
-    model_config = None if args.resume and args.config is None else model_config_from(args.config or "tiny")
-    result = train(model_config, config, args.data, resume=args.resume)
+    if args.preset is not None:  # the course model: its data, tokenizer, size and run, then the flags
+        from .course import COURSE_MODEL, DATA, course_train_config
+
+        if args.config is not None:
+            raise ValueError("--preset sets the model size; give --preset or --config, not both")
+        config = course_train_config(**{"progress": True, **overrides})
+        model_config, data = (None if args.resume else COURSE_MODEL), args.data or [DATA]
+    else:
+        if not args.data:
+            raise ValueError("train needs --data FILE ... (or --preset shakespeare, the course model)")
+        config = TrainConfig.from_dict(overrides)
+        model_config = None if args.resume and args.config is None else model_config_from(args.config or "tiny")
+        data = args.data
+    result = train(model_config, config, data, resume=args.resume)
     if distributed_env()[0] == 0:  # under torchrun, one report
         print(f"final validation loss {result.final_val_loss:.4f} after {(result.history['step'] or [0])[-1]} steps; "
               f"checkpoint in {result.checkpoint}")
@@ -207,10 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a folder written by llmcourse (save_model / train) or a Hugging Face GPT-2 folder")
     p.add_argument("--prompt", required=True)
     p.add_argument("--max-new-tokens", type=int, default=50)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--temperature", type=float, default=0.8,
+                   help="sampling temperature (default 0.8; 0 or --greedy: always the most likely token)")
+    p.add_argument("--top-k", type=int, default=50, help="sample from the k most likely tokens (default 50)")
+    p.add_argument("--top-p", type=float, default=None, help="then from the smallest set with probability >= p")
+    p.add_argument("--greedy", action="store_true", help="deterministic: always the most likely token")
+    p.add_argument("--seed", type=int, default=None, help="seed the sampling, for a repeatable text")
     p.add_argument("--no-cache", action="store_true", help="generate without the KV cache")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
     p.set_defaults(func=cmd_generate)
@@ -219,8 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None,
                    help="model size: tiny (default), gpt2-small, ..., or a JSON file of GPTConfig fields "
                         "(with --resume: the checkpoint's)")
-    p.add_argument("--data", nargs="+", required=True, metavar="FILE",
-                   help="text files, or course data names such as the-verdict.txt")
+    p.add_argument("--preset", choices=["shakespeare"], default=None,
+                   help="the course model: a GPT with the course's own tokenizer, pretrained on tinyshakespeare "
+                        "in minutes on a CPU (data, tokenizer, size and run; other flags still apply)")
+    p.add_argument("--data", nargs="+", default=None, metavar="FILE",
+                   help="text files, or course data names such as the-verdict.txt (with --preset: its data)")
     p.add_argument("--out", type=Path, default=Path("out"), help="checkpoint folder (default: out)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--max-steps", type=int, default=None)

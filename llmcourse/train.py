@@ -4,7 +4,8 @@ Read top to bottom, in the order a run uses it:
 
 1. ``TrainConfig``: every knob of a run in one dataclass (the model's size stays in
    ``GPTConfig``).
-2. Data: text files are tokenized once with GPT-2's tokenizer and cached; the token
+2. Data: text files are tokenized once (GPT-2's tokenizer, or a course tokenizer saved
+   with ``BPETokenizer.save``) and cached; the token
    stream is split by position (first 90% train, last 10% validation) and cut into
    windows; ``WindowOrder`` says which windows come next, reproducibly and resumably.
 3. Optimisation: AdamW (fused kernels where PyTorch has them) with weight decay on
@@ -53,7 +54,7 @@ from .data import NextTokenDataset
 from .files import atomic_write_bytes, cache_dir, fetch, sha256_of
 from .generate import generate_text
 from .model import GPT, eval_mode, next_token_loss, parameter_count, resolve_device
-from .tokenizer import gpt2_tokenizer
+from .tokenizer import TOKENIZER_FILE, load_tokenizer
 
 # --- 1. The configuration of a run ----------------------------------------------------
 
@@ -73,6 +74,7 @@ class TrainConfig:
     stride: int | None = None  # start of one window to the next; None = max_length (no overlap)
     val_fraction: float = 0.1  # the last 10% of the tokens are held out
     token_cache_dir: str | None = None  # None = <llmcourse cache>/tokens
+    tokenizer: str | None = None  # a file saved by BPETokenizer.save; None = GPT-2's tokenizer
     # optimisation
     lr: float = 6e-4
     min_lr: float = 6e-5  # cosine decay ends here (nanoGPT: lr / 10)
@@ -135,48 +137,56 @@ def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
 # --- 2. Data ------------------------------------------------------------------------
 
 
-def token_ids_of_file(path: str | os.PathLike, cache: str | os.PathLike | None = None) -> torch.Tensor:
-    """A text file's GPT-2 token ids (1-D int32), tokenized once.
+def tokenizer_key(tokenizer: str | os.PathLike | None) -> str:
+    """What names a tokenizer in the token cache: "gpt2", or the start of its file's sha256."""
+    return "gpt2" if tokenizer is None else "bpe-" + sha256_of(tokenizer)[:16]
 
-    The ids are cached as ``<sha256 of the file>.gpt2.safetensors`` in ``cache``
-    (default ``<llmcourse cache>/tokens``): keyed by the contents, so an edited file
-    is tokenized again and a renamed one is not.
+
+def token_ids_of_file(path: str | os.PathLike, cache: str | os.PathLike | None = None,
+                      tokenizer: str | os.PathLike | None = None) -> torch.Tensor:
+    """A text file's token ids (1-D int32), tokenized once.
+
+    ``tokenizer``: a file saved by ``BPETokenizer.save``, or None for GPT-2's. The ids are
+    cached as ``<sha256 of the file>.<tokenizer_key>.safetensors`` in ``cache`` (default
+    ``<llmcourse cache>/tokens``): keyed by the contents, so an edited file or another
+    tokenizer is tokenized again and a renamed file is not.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no text file at {path}")
     cache = Path(cache) if cache is not None else cache_dir() / "tokens"
-    cached = cache / f"{sha256_of(path)}.gpt2.safetensors"
+    cached = cache / f"{sha256_of(path)}.{tokenizer_key(tokenizer)}.safetensors"
     if cached.is_file():
         try:
             return safetensors_load(cached.read_bytes())["ids"]
         except (SafetensorError, KeyError):
             pass  # a damaged cache entry is rebuilt below
     text = path.read_text(encoding="utf-8")
-    ids = torch.tensor(gpt2_tokenizer().encode(text, allowed_special="all"), dtype=torch.int32)
+    ids = torch.tensor(load_tokenizer(tokenizer).encode(text, allowed_special="all"), dtype=torch.int32)
     atomic_write_bytes(cached, safetensors_save({"ids": ids}))
     return ids
 
 
 def load_token_ids(data: str | os.PathLike | Sequence[str | os.PathLike],
-                   cache: str | os.PathLike | None = None) -> torch.Tensor:
+                   cache: str | os.PathLike | None = None,
+                   tokenizer: str | os.PathLike | None = None) -> torch.Tensor:
     """The token stream to train on, 1-D int32.
 
     ``data`` is either text (a ``str``) or files (a ``Path`` or a list of paths; a
     name from ``llmcourse.files.DATA_FILES`` such as "the-verdict.txt" is fetched).
     Several files are joined with ``<|endoftext|>`` between them, as GPT-2's
-    training documents were.
+    training documents were. ``tokenizer`` as in ``token_ids_of_file``.
     """
     if isinstance(data, str):
-        return torch.tensor(gpt2_tokenizer().encode(data, allowed_special="all"), dtype=torch.int32)
+        return torch.tensor(load_tokenizer(tokenizer).encode(data, allowed_special="all"), dtype=torch.int32)
     paths = [data] if isinstance(data, os.PathLike) else list(data)
     if not paths or not all(isinstance(p, (str, os.PathLike)) for p in paths):
         raise TypeError("train data must be a str of text, a Path, or a non-empty list of file paths")
-    separator = torch.tensor([gpt2_tokenizer().eot_token], dtype=torch.int32)
+    separator = torch.tensor([load_tokenizer(tokenizer).eot_token], dtype=torch.int32)
     parts = []
     for p in paths:
         file = Path(p) if Path(p).is_file() else _registry_file(p)
-        parts += [token_ids_of_file(file, cache), separator]
+        parts += [token_ids_of_file(file, cache, tokenizer), separator]
     return torch.cat(parts[:-1])
 
 
@@ -419,10 +429,14 @@ def train(model_config: GPTConfig | None, config: TrainConfig,
         raise ValueError("resume and until_step need a checkpoint folder: set TrainConfig.out_dir")
     rank, local_rank, world_size = distributed_env()
     device, own_group = _join_process_group(config, local_rank, world_size)
-    ids = load_token_ids(data, config.token_cache_dir)  # every rank builds the same windows and order
+    ids = load_token_ids(data, config.token_cache_dir, config.tokenizer)  # every rank: the same windows and order
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     checkpoint = _read_checkpoint(config.out_dir, model_config, device, rank, world_size) if resume else None
     model = checkpoint["model"] if checkpoint is not None else GPT(model_config).to(device).train()
+    n_vocab = load_tokenizer(config.tokenizer).n_vocab
+    if model.config.vocab_size < n_vocab:
+        raise ValueError(f"the model's vocab_size ({model.config.vocab_size}) is smaller than the tokenizer's "
+                         f"{n_vocab} ids; set GPTConfig.vocab_size={n_vocab}")
     run = _set_up(model, ids, config, device, rank, local_rank, world_size)
     if checkpoint is not None:
         _resume(run, checkpoint, config)
@@ -548,7 +562,7 @@ def _evaluate_and_save(run: _Run, config: TrainConfig, bar) -> float:
     val_loss = evaluate(run.model, run.val_set, config, run.device, run.amp, run.rank, run.world_size)
     sample = ""
     if is_main and config.sample_tokens:
-        sample = generate_text(run.model, gpt2_tokenizer(), config.sample_prompt, config.sample_tokens)
+        sample = generate_text(run.model, load_tokenizer(config.tokenizer), config.sample_prompt, config.sample_tokens)
     for key, value in zip(["eval_step", "val_loss", "val_perplexity", "sample"],
                           [run.step, val_loss, math.exp(val_loss), sample]):
         run.history[key].append(value)
@@ -562,6 +576,8 @@ def _evaluate_and_save(run: _Run, config: TrainConfig, bar) -> float:
             "train_config": asdict(config), "data_sha256": run.data_sha256,
             "grad_scaler": run.scaler.state_dict(), "history": run.history,
         }
-        save_checkpoint(config.out_dir, run.model, run.optimizer, trainer_state, rng,
-                        {"loss.png": _png(plot_losses(run.history))})
+        extra = {"loss.png": _png(plot_losses(run.history))}
+        if config.tokenizer is not None:  # the model folder carries the tokenizer it reads (load_tokenizer)
+            extra[TOKENIZER_FILE] = Path(config.tokenizer).read_bytes()
+        save_checkpoint(config.out_dir, run.model, run.optimizer, trainer_state, rng, extra)
     return val_loss

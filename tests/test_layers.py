@@ -22,6 +22,7 @@ LAYERS = [
     "weights",
     "checkpoints",
     "train",
+    "course",
     "finetune.shared", "finetune.spam", "finetune.classifier", "finetune.instruct", "finetune.rouge",
     "finetune.judge", "finetune",
     "lora",
