@@ -64,8 +64,8 @@ def build(args, device):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="gpt2-small")
-    ap.add_argument("--context-length", "--context", type=int, default=256, dest="context_length",
-                    help="the model's context_length, and the tokens per sequence (--context is the old name)")
+    ap.add_argument("--context-length", type=int, default=256, dest="context_length",
+                    help="the model's context_length, and the tokens per sequence")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)

@@ -66,8 +66,8 @@ def sync(device: torch.device) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tiny", help="tiny, gpt2-small, ... or a GPTConfig JSON file")
-    p.add_argument("--max-length", "--context", type=int, default=None, dest="max_length",
-                   help="tokens per window (default: the model's context_length; --context is the old name)")
+    p.add_argument("--max-length", type=int, default=None, dest="max_length",
+                   help="tokens per window (default: the model's context_length)")
     p.add_argument("--batch", type=int, default=TrainConfig.batch_size)
     p.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--steps", type=int, default=3, help="timed steps per repeat")

@@ -241,8 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="windows per micro-step, over all processes")
-    p.add_argument("--max-length", "--context", type=int, default=None, dest="max_length",
-                   help="tokens per window (default: the model's context_length; --context is the old name)")
+    p.add_argument("--max-length", type=int, default=None, dest="max_length",
+                   help="tokens per window (default: the model's context_length)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (min_lr becomes lr / 10)")
     p.add_argument("--grad-accum", type=int, default=None, help="micro-steps per optimizer step")
     p.add_argument("--eval-interval", type=int, default=None)

@@ -197,7 +197,7 @@ FORMAT_ALWAYS_INPUT = '''def format_instruction(entry):
             f"\\n\\n### Response:\\n{entry['output']}")'''
 FORMAT_HARDCODED = '''def format_instruction(entry):
     return "Below is an instruction that describes a task.\\n\\n### Response:\\n"'''
-COLLATE = '''def instruction_collate(batch, pad_id=50256, ignore_index=-100, allowed_max_length=None):
+COLLATE = '''def instruction_collate(batch, pad_id=50256, ignore_index=-100, max_length=None):
     T = max(len(ids) for ids in batch)
     inputs, targets = [], []
     for ids in batch:
@@ -208,17 +208,17 @@ COLLATE = '''def instruction_collate(batch, pad_id=50256, ignore_index=-100, all
         inputs.append(padded[:-1])
         targets.append(row)
     inputs, targets = torch.tensor(inputs), torch.tensor(targets)
-    if allowed_max_length is not None:
-        inputs, targets = inputs[:, :allowed_max_length], targets[:, :allowed_max_length]
+    if max_length is not None:
+        inputs, targets = inputs[:, :max_length], targets[:, :max_length]
     return inputs, targets'''
 COLLATE_NOT_MASKED = COLLATE.replace("row[t] = ignore_index", "pass")
 COLLATE_ALL_EOS = COLLATE.replace("range(len(ids), T)", "range(len(ids) - 1, T)")
 COLLATE_NOT_SHIFTED = COLLATE.replace("row = padded[1:]", "row = padded[:-1]")
-COLLATE_NO_TRUNCATION = COLLATE.replace("if allowed_max_length is not None:", "if False:")
+COLLATE_NO_TRUNCATION = COLLATE.replace("if max_length is not None:", "if False:")
 COLLATE_DELEGATED = '''from llmcourse.finetune import instruction_collate as _collate
 
-def instruction_collate(batch, pad_id=50256, ignore_index=-100, allowed_max_length=None):
-    return _collate([(ids, 0) for ids in batch], pad_id, ignore_index, allowed_max_length)'''
+def instruction_collate(batch, pad_id=50256, ignore_index=-100, max_length=None):
+    return _collate([(ids, 0) for ids in batch], pad_id, ignore_index, max_length)'''
 LORA_FORWARD_NO_SCALE = '''def lora_forward(x, W, b, A, B, alpha, rank):
     return x @ W.T + b + (x @ A.T) @ B.T'''
 LORA_FORWARD_SWAPPED = '''def lora_forward(x, W, b, A, B, alpha, rank):

@@ -93,14 +93,14 @@ register(Check(
 
 # ---------------------------------------------------------------- instruction collate
 
-def reference_instruction_collate(batch, pad_id=50256, ignore_index=-100, allowed_max_length=None):
+def reference_instruction_collate(batch, pad_id=50256, ignore_index=-100, max_length=None):
     """``llmcourse.finetune.instruction_collate`` on plain lists of token ids (no prompt masking)."""
     from ..finetune import instruction_collate
 
-    return instruction_collate([(ids, 0) for ids in batch], pad_id, ignore_index, allowed_max_length)
+    return instruction_collate([(ids, 0) for ids in batch], pad_id, ignore_index, max_length)
 
 
-def _collate_variant(batch, pad_id=50256, ignore_index=-100, allowed_max_length=None, *, mask=True,
+def _collate_variant(batch, pad_id=50256, ignore_index=-100, max_length=None, *, mask=True,
                      keep_first=True, shift=True, truncate=True):
     T = max(len(ids) for ids in batch)
     inputs = torch.full((len(batch), T), pad_id, dtype=torch.long)
@@ -114,28 +114,28 @@ def _collate_variant(batch, pad_id=50256, ignore_index=-100, allowed_max_length=
                 targets[row, n - 1] = pad_id
         else:
             targets[row, :n] = torch.tensor(ids)
-    if truncate and allowed_max_length is not None:
-        inputs, targets = inputs[:, :allowed_max_length], targets[:, :allowed_max_length]
+    if truncate and max_length is not None:
+        inputs, targets = inputs[:, :max_length], targets[:, :max_length]
     return inputs, targets
 
 
-def _collate_args(gen, lengths, pad_id=50256, ignore_index=-100, allowed_max_length=None):
+def _collate_args(gen, lengths, pad_id=50256, ignore_index=-100, max_length=None):
     batch = [[randint(gen, 0, 1000) for _ in range(n)] for n in lengths]
-    return (batch, pad_id, ignore_index, allowed_max_length)
+    return (batch, pad_id, ignore_index, max_length)
 
 
 def _collate_cases(gen, kind):
     if kind == "visible":
         return [Case(_collate_args(gen, [5, 2, 3]), "3 sequences of 5, 2 and 3 ids"),
-                Case(_collate_args(gen, [7, 4], allowed_max_length=5), "allowed_max_length=5, longest 7")]
+                Case(_collate_args(gen, [7, 4], max_length=5), "max_length=5, longest 7")]
     return [Case(_collate_args(gen, [1, 6, 6, 3], pad_id=0, ignore_index=-1), "pad_id 0, ignore_index -1, "
                  "a sequence of one id"),
             Case(_collate_args(gen, [4, 4]), "equal lengths: each row keeps one end-of-text target"),
-            Case(_collate_args(gen, [9, 2, 5], allowed_max_length=3), "allowed_max_length=3"),
-            Case(_collate_args(gen, [3, 1], allowed_max_length=10), "allowed_max_length longer than the batch"),
+            Case(_collate_args(gen, [9, 2, 5], max_length=3), "max_length=3"),
+            Case(_collate_args(gen, [3, 1], max_length=10), "max_length longer than the batch"),
             Case((_collate_args(gen, [4, 2, 3])[0],), "only the batch given: pad_id, ignore_index and "
-                 "allowed_max_length at their defaults (50256, -100, None)",
-                 hint="check the defaults: pad_id=50256, ignore_index=-100, allowed_max_length=None")]
+                 "max_length at their defaults (50256, -100, None)",
+                 hint="check the defaults: pad_id=50256, ignore_index=-100, max_length=None")]
 
 
 register(Check(
@@ -150,7 +150,7 @@ register(Check(
         Mistake(lambda *a: _collate_variant(*a, shift=False),
                 "target not shifted by one: targets[t] must be the token after inputs[t]"),
         Mistake(lambda *a: _collate_variant(*a, truncate=False),
-                "truncation missing: cut inputs and targets to allowed_max_length tokens"),
+                "truncation missing: cut inputs and targets to max_length tokens"),
     ), rtol=0, atol=0))
 
 
