@@ -291,22 +291,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--judge-model", default="llama3")
     p.set_defaults(func=cmd_finetune_instruct)
 
+    def add_course_argument(p):
+        p.add_argument("--course", type=Path, default=None,
+                       help="the course folder (nbgrader_config.py, solutions/, exercises/); default: "
+                            "$LLMCOURSE_COURSE, else the current directory or the first folder above it that is one")
+
     p = sub.add_parser("check", help="student: grade one exercise notebook locally, as the grader would")
     p.add_argument("notebook", type=Path, help="e.g. exercises/ch3/ch3.ipynb (your copy, same file name)")
     p.add_argument("--unsandboxed", action="store_true",
                    help="where bubblewrap is unavailable, run the notebook's code with process and time "
                         "limits only (for a notebook you trust) instead of refusing")
-    p.add_argument("--course", type=Path, default=None,
-                   help="the course folder (nbgrader_config.py, solutions/, exercises/); default: $LLMCOURSE_COURSE, "
-                        "else the current directory or the first folder above it that is one")
+    add_course_argument(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("release", help="instructor: generate exercises/ from solutions/ with nbgrader")
     p.add_argument("assignment", nargs="?", default=None, help="e.g. ch3 (default: every assignment)")
     p.add_argument("--release-dir", type=Path, default=None, help="default: exercises/ in the course folder")
-    p.add_argument("--course", type=Path, default=None,
-                   help="the course folder (nbgrader_config.py, solutions/, exercises/); default: $LLMCOURSE_COURSE, "
-                        "else the current directory or the first folder above it that is one")
+    add_course_argument(p)
     p.set_defaults(func=cmd_release)
 
     p = sub.add_parser("grade", help="instructor: grade a whole class (gradebook, CSV, feedback HTML)")
@@ -317,9 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gradebook.db, grades.csv, report.json, autograded/, feedback/ (default: grading)")
     p.add_argument("--jobs", type=int, default=None, help="submissions graded in parallel (default: CPU count)")
     p.add_argument("--notebook", default=None, help="notebook name, when the assignment has several")
-    p.add_argument("--course", type=Path, default=None,
-                   help="the course folder (nbgrader_config.py, solutions/, exercises/); default: $LLMCOURSE_COURSE, "
-                        "else the current directory or the first folder above it that is one")
+    add_course_argument(p)
     p.add_argument("--allow-unsandboxed", action="store_true",
                    help="where bubblewrap is unavailable, grade with process limits only (results marked "
                         "NOT SANDBOXED) instead of refusing")

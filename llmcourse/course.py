@@ -80,9 +80,9 @@ def _run_folder(model_config: GPTConfig, config: TrainConfig) -> Path:
     return course_folder() / f"shakespeare-{key}"
 
 
-def _finished_step(folder: Path) -> int:
+def _trainer_state(folder: Path) -> dict | None:
     state = folder / "trainer_state.json"
-    return json.loads(state.read_text())["step"] if state.is_file() else 0
+    return json.loads(state.read_text()) if state.is_file() else None
 
 
 def course_model(model_config: GPTConfig = COURSE_MODEL, config: TrainConfig | None = None,
@@ -96,11 +96,11 @@ def course_model(model_config: GPTConfig = COURSE_MODEL, config: TrainConfig | N
     folder = _run_folder(model_config, config)
     config = replace(config, out_dir=str(folder), progress=progress)
     recover_checkpoint(folder)
-    if _finished_step(folder) < config.max_steps:
-        result: TrainResult = train(model_config, config, [DATA], resume=_finished_step(folder) > 0)
+    state = _trainer_state(folder)
+    if state is None or state["step"] < config.max_steps:
+        result: TrainResult = train(model_config, config, [DATA], resume=state is not None)
         return result.model, result.history
-    history = json.loads((folder / "trainer_state.json").read_text())["history"]
-    return load_gpt(folder, device=config.device).eval(), history
+    return load_gpt(folder, device=config.device).eval(), state["history"]
 
 
 # --- measuring what it learned ----------------------------------------------------
@@ -137,26 +137,32 @@ def nats_per_char(model: GPT, tokenizer: BPETokenizer, ids: torch.Tensor, batch_
     return total / chars_of(tokenizer, y.flatten())
 
 
-def unigram_nats_per_char(tokenizer: BPETokenizer, train_ids: torch.Tensor, val_ids: torch.Tensor) -> float:
-    """The validation loss of the best model that ignores context: each token's frequency
-    in the training split (add-one smoothed), in nats per character."""
+def unigram_probabilities(tokenizer: BPETokenizer, train_ids: torch.Tensor) -> torch.Tensor:
+    """P(token), (n_vocab,): each token's frequency in the training split, add-one smoothed
+    so that a token never seen in training keeps some probability."""
     counts = torch.bincount(train_ids.long(), minlength=tokenizer.n_vocab).double() + 1
-    log_p = torch.log(counts / counts.sum())
+    return counts / counts.sum()
+
+
+def unigram_nats_per_char(tokenizer: BPETokenizer, train_ids: torch.Tensor, val_ids: torch.Tensor) -> float:
+    """The validation loss of the best model that ignores context (``unigram_probabilities``),
+    in nats per character."""
+    log_p = torch.log(unigram_probabilities(tokenizer, train_ids))
     return -log_p[val_ids.long()[1:]].sum().item() / chars_of(tokenizer, val_ids[1:])
 
 
 def bigram_nats_per_char(tokenizer: BPETokenizer, train_ids: torch.Tensor, val_ids: torch.Tensor,
                          weight: float = 0.7) -> float:
     """The validation loss of a model that looks one token back: P(next | previous) counted
-    on the training split, mixed with the add-one unigram (``weight`` on the bigram) so
-    that pairs never seen in training keep some probability, in nats per character."""
+    on the training split, mixed with ``unigram_probabilities`` (``weight`` on the bigram)
+    so that pairs never seen in training keep some probability, in nats per character."""
     train = train_ids.tolist()
     pairs = Counter(zip(train, train[1:]))
-    unigram = Counter(train)
+    previous = Counter(train)
+    p_unigram = unigram_probabilities(tokenizer, train_ids).tolist()
     total = 0.0
     val = val_ids.tolist()
     for prev, nxt in zip(val, val[1:]):
-        p_bigram = pairs[(prev, nxt)] / unigram[prev] if unigram[prev] else 0.0
-        p_unigram = (unigram[nxt] + 1) / (len(train) + tokenizer.n_vocab)
-        total -= math.log(weight * p_bigram + (1 - weight) * p_unigram)
+        p_bigram = pairs[(prev, nxt)] / previous[prev] if previous[prev] else 0.0
+        total -= math.log(weight * p_bigram + (1 - weight) * p_unigram[nxt])
     return total / chars_of(tokenizer, val_ids[1:])

@@ -392,6 +392,7 @@ def distributed_env() -> tuple[int, int, int]:
 class _Run:
     """What the loop works on: built by ``_set_up``, moved on by ``_resume`` and ``_loop``."""
     model: GPT  # unwrapped: what is evaluated, sampled and saved
+    tokenizer: object  # what samples are decoded with (load_tokenizer)
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     order: WindowOrder
@@ -433,10 +434,6 @@ def train(model_config: GPTConfig | None, config: TrainConfig,
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     checkpoint = _read_checkpoint(config.out_dir, model_config, device, rank, world_size) if resume else None
     model = checkpoint["model"] if checkpoint is not None else GPT(model_config).to(device).train()
-    n_vocab = load_tokenizer(config.tokenizer).n_vocab
-    if model.config.vocab_size < n_vocab:
-        raise ValueError(f"the model's vocab_size ({model.config.vocab_size}) is smaller than the tokenizer's "
-                         f"{n_vocab} ids; set GPTConfig.vocab_size={n_vocab}")
     run = _set_up(model, ids, config, device, rank, local_rank, world_size)
     if checkpoint is not None:
         _resume(run, checkpoint, config)
@@ -481,7 +478,11 @@ def _read_checkpoint(folder, model_config: GPTConfig | None, device: torch.devic
 
 def _set_up(model: GPT, ids: torch.Tensor, config: TrainConfig, device: torch.device,
             rank: int, local_rank: int, world_size: int) -> _Run:
-    """The windows, optimizer, gradient scaler and data order of a run from step 0."""
+    """The tokenizer, windows, optimizer, gradient scaler and data order of a run from step 0."""
+    tokenizer = load_tokenizer(config.tokenizer)
+    if model.config.vocab_size < tokenizer.n_vocab:
+        raise ValueError(f"the model's vocab_size ({model.config.vocab_size}) is smaller than the tokenizer's "
+                         f"{tokenizer.n_vocab} ids; set GPTConfig.vocab_size={tokenizer.n_vocab}")
     context_length = model.config.context_length
     max_length = config.max_length or context_length
     if max_length > context_length:
@@ -495,7 +496,7 @@ def _set_up(model: GPT, ids: torch.Tensor, config: TrainConfig, device: torch.de
                          f"is shorter than one window of max_length={max_length}+1 tokens") from None
     amp = autocast_dtype(config, device)
     return _Run(
-        model=model, optimizer=configure_optimizer(model, config),
+        model=model, tokenizer=tokenizer, optimizer=configure_optimizer(model, config),
         scaler=torch.amp.GradScaler(device.type, enabled=amp == torch.float16),
         order=WindowOrder(len(train_set), config.batch_size, config.seed),
         train_set=train_set, val_set=val_set, data_sha256=hashlib.sha256(ids.numpy().tobytes()).hexdigest(),
@@ -562,7 +563,7 @@ def _evaluate_and_save(run: _Run, config: TrainConfig, bar) -> float:
     val_loss = evaluate(run.model, run.val_set, config, run.device, run.amp, run.rank, run.world_size)
     sample = ""
     if is_main and config.sample_tokens:
-        sample = generate_text(run.model, load_tokenizer(config.tokenizer), config.sample_prompt, config.sample_tokens)
+        sample = generate_text(run.model, run.tokenizer, config.sample_prompt, config.sample_tokens)
     for key, value in zip(["eval_step", "val_loss", "val_perplexity", "sample"],
                           [run.step, val_loss, math.exp(val_loss), sample]):
         run.history[key].append(value)

@@ -8,6 +8,7 @@ a tiny model for a few steps, in a cache folder of the test's own.
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -21,6 +22,7 @@ from llmcourse.config import GPTConfig
 from llmcourse.files import read_text
 from llmcourse.model import GPT
 from llmcourse.tokenizer import BPETokenizer
+from llmcourse.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = replace(course.COURSE_MODEL, context_length=32, emb_dim=32, n_heads=2, n_layers=1)
@@ -72,9 +74,7 @@ def test_an_interrupted_course_run_resumes(cache):
     config = small_run()
     full, _ = course.course_model(SMALL, config)
     for folder in (cache / "course").glob("shakespeare-*"):
-        import shutil
         shutil.rmtree(folder)
-    from llmcourse.train import train
     folder = course._run_folder(SMALL, config)
     train(SMALL, replace(config, out_dir=str(folder)), [course.DATA], until_step=2)  # "interrupted" at step 2
     assert json.loads((folder / "trainer_state.json").read_text())["step"] == 2

@@ -116,8 +116,8 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
     """``llmcourse grade``: grade every ``submitted/<student>/<assignment>/`` in one go.
 
     ``root`` is the course folder (default: ``find_course()``: ``$LLMCOURSE_COURSE`` or the
-    current directory's course). Writes into ``out``: ``gradebook.db``, ``autograded/``, ``feedback/``, ``grades.csv``
-    and ``report.json``. Safe to re-run. Refuses (``SandboxUnavailable``) before grading
+    current directory's course). Writes into ``out``: ``gradebook.db``, ``autograded/``,
+    ``feedback/``, ``grades.csv`` and ``report.json``. Safe to re-run. Refuses (``SandboxUnavailable``) before grading
     anyone when the sandbox cannot be used, unless ``limits.allow_unsandboxed``. One
     student's submission, however hostile, costs no other student a grade: a refused id or
     file, a crash, a hang or a failed feedback page is that student's 0 or note, and the
@@ -197,17 +197,13 @@ def check_notebook(path: str | Path, root: str | Path | None = None, limits: Lim
 
     The trusted source is the instructor's ``solutions/`` when present (hidden checks
     included), otherwise the release in ``exercises/`` (visible checks only). ``root`` is
-    the course folder (default: the course the notebook sits in, else ``find_course()``).
+    the course folder (default: ``$LLMCOURSE_COURSE``, else the course the notebook sits in, else
+    the current directory's).
     """
     path = Path(path).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"no notebook {path}")
-    try:
-        root = find_course(root, start=path.parent)
-    except FileNotFoundError:
-        if root is not None:
-            raise
-        root = find_course()
+    root = find_course(root, path.parent, Path.cwd())
     assignment = path.parent.name
     source = next((s for s in ("solutions", "exercises") if (root / s / assignment / path.name).is_file()), None)
     if source is None:

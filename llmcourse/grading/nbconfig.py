@@ -20,10 +20,11 @@ def is_course(folder: Path) -> bool:
     return (folder / "nbgrader_config.py").is_file() and any((folder / s).is_dir() for s in ("solutions", "exercises"))
 
 
-def find_course(course: str | os.PathLike | None = None, start: str | os.PathLike | None = None) -> Path:
+def find_course(course: str | os.PathLike | None = None, *starts: str | os.PathLike) -> Path:
     """The course folder: ``course`` if given, else ``$LLMCOURSE_COURSE``, else the first
-    folder from ``start`` (default: the current directory) upwards that is a course.
-    The package itself holds no course, so an installed ``llmcourse`` grades any course."""
+    folder that is a course from each of ``starts`` upwards, in order (default: the
+    current directory). The package itself holds no course, so an installed ``llmcourse``
+    grades any course."""
     given = course if course is not None else os.environ.get(COURSE_ENV) or None
     if given is not None:
         folder = Path(given).expanduser().resolve()
@@ -32,13 +33,14 @@ def find_course(course: str | os.PathLike | None = None, start: str | os.PathLik
                 f"{folder} is not a course folder: expected nbgrader_config.py and solutions/ or exercises/ in it"
                 + (f" (from ${COURSE_ENV})" if course is None else ""))
         return folder
-    here = Path(start if start is not None else Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if is_course(folder):
-            return folder
+    places = [Path(start).resolve() for start in starts or (Path.cwd(),)]
+    for here in places:
+        for folder in (here, *here.parents):
+            if is_course(folder):
+                return folder
     raise FileNotFoundError(
-        f"no course folder in {here} or above it (one with nbgrader_config.py and solutions/ or exercises/); "
-        f"pass --course DIR or set ${COURSE_ENV}")
+        f"no course folder in {' or '.join(map(str, places))} or above (one with nbgrader_config.py and solutions/ "
+        f"or exercises/); pass --course DIR or set ${COURSE_ENV}")
 
 
 def ensure_tools_on_path() -> None:
