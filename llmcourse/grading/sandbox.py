@@ -730,6 +730,10 @@ def _run(bwrap: str | None, argv: list[str], workdir: Path, limits: Limits, stdi
                 cgroup.remove()
         for t in threads:
             t.join(timeout=5)
+        try:
+            proc.stdin.close()  # the inputs were never released (see _feed), or it is closed already
+        except OSError:
+            pass
     code = proc.returncode
     signum = -code if code is not None and code < 0 else None
     if bwrap is not None and code is not None and code > 128:  # bwrap reports a signal as 128 + its number
@@ -843,20 +847,19 @@ def _is_regular_file(path: Path) -> bool:
 
 
 def _feed(proc: subprocess.Popen, data: bytes, ready_file: Path | None, deadline: float) -> None:
-    """Write ``data`` to the child's stdin, once ``ready_file`` is a regular file (if one is named)."""
+    """Write ``data`` to the child's stdin and close it, once ``ready_file`` is a regular file
+    (if one is named). When the child exits or the deadline passes first, stdin stays open:
+    an end of input is never a signal the child gets instead of the inputs, and ``_run``
+    closes the pipe after the kill."""
+    while ready_file is not None and not _is_regular_file(ready_file):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
     try:
-        while ready_file is not None and not _is_regular_file(ready_file):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                return
-            time.sleep(0.01)
         proc.stdin.write(data)
+        proc.stdin.close()
     except (BrokenPipeError, OSError):
         pass  # the child exited or closed its stdin: its loss, reported by its exit status
-    finally:
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
 
 
 def _kill_group(pgid: int) -> None:
