@@ -35,6 +35,7 @@ from .config import PRESETS, TINY, GPTConfig, model_config_from
 from .data import NextTokenDataset, create_dataloader
 from .files import DATA_FILES, fetch, read_text
 from .generate import (
+    completion_ids,
     generate,
     generate_text,
     next_token_probs,
@@ -79,6 +80,7 @@ __all__ = [
     "create_dataloader",
     "eval_mode",
     "fetch",
+    "completion_ids",
     "gelu",
     "generate",
     "generate_text",

@@ -150,23 +150,23 @@ def generate(
     return idx
 
 
-def generate_text(
+def completion_ids(
     model,
     tokenizer,
-    prompts: str | Sequence[str],
+    prompts: Sequence[str],
     max_new_tokens: int = 50,
     **kwargs,
-) -> str | list[str]:
-    """Prompts in, completions out (the text after each prompt).
+) -> list[list[int]]:
+    """The token ids each prompt's completion got, ending with ``<|endoftext|>``
+    where the model produced it (then it ended its text itself).
 
     Prompts of different lengths are left-padded into one batch. ``kwargs`` go to
     ``generate`` (temperature, top_k, top_p, generator, use_cache); generation stops at
     ``<|endoftext|>`` unless ``eos_id=None`` is given.
     """
-    single = isinstance(prompts, str)
-    texts = [prompts] if single else list(prompts)
+    texts = [] if isinstance(prompts, str) else list(prompts)
     if not texts or not all(isinstance(t, str) for t in texts):
-        raise TypeError("generate_text expects a prompt string or a non-empty list of strings")
+        raise TypeError("expected a non-empty list of prompt strings (generate_text also takes one string)")
     eos = tokenizer.eot_token
     kwargs.setdefault("eos_id", eos)
     encoded = [tokenizer.encode(t, allowed_special={"<|endoftext|>"}) or [eos] for t in texts]
@@ -174,9 +174,24 @@ def generate_text(
     idx = torch.tensor([[eos] * (width - len(ids)) + ids for ids in encoded])
     mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded])
     out = generate(model, idx, max_new_tokens, padding_mask=mask, **kwargs)
-    completions = []
-    for row in out[:, width:].tolist():
-        if kwargs["eos_id"] is not None and kwargs["eos_id"] in row:
-            row = row[: row.index(kwargs["eos_id"])]
-        completions.append(tokenizer.decode(row))
+    rows = out[:, width:].tolist()
+    if kwargs["eos_id"] is not None:  # rows that ended early were filled with eos: keep one
+        rows = [row[: row.index(kwargs["eos_id"]) + 1] if kwargs["eos_id"] in row else row for row in rows]
+    return rows
+
+
+def generate_text(
+    model,
+    tokenizer,
+    prompts: str | Sequence[str],
+    max_new_tokens: int = 50,
+    **kwargs,
+) -> str | list[str]:
+    """Prompts in, completions out (the text after each prompt, without the
+    ``<|endoftext|>`` that ended it). Arguments as in ``completion_ids``."""
+    single = isinstance(prompts, str)
+    rows = completion_ids(model, tokenizer, [prompts] if single else prompts, max_new_tokens, **kwargs)
+    eos = kwargs.get("eos_id", tokenizer.eot_token)
+    completions = [tokenizer.decode(row[:-1] if eos is not None and row and row[-1] == eos else row)
+                   for row in rows]
     return completions[0] if single else completions

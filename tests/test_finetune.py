@@ -12,14 +12,18 @@ import torch
 from llmcourse.config import GPTConfig
 from llmcourse.files import read_text
 from llmcourse.finetune import (
+    ALPACA_PREAMBLE,
     PAD_ID,
+    BagOfWords,
     ClassificationDataset,
     InstructionDataset,
+    accuracy,
     add_classification_head,
     balance_classes,
     classification_accuracy,
     classification_loss,
     classify,
+    digit_rule,
     evaluate_loss,
     finetune,
     format_instruction,
@@ -42,10 +46,11 @@ from llmcourse.finetune import (
     seeded_split,
     spam_dataloaders,
     spam_splits,
+    words,
 )
 from llmcourse.generate import generate_text
 from llmcourse.model import GPT
-from llmcourse.tokenizer import gpt2_tokenizer
+from llmcourse.tokenizer import BPETokenizer, gpt2_tokenizer
 from llmcourse.weights import load_gpt
 
 pytestmark = pytest.mark.xdist_group("finetune")
@@ -112,6 +117,30 @@ def test_spam_splits_are_balanced_deterministic_and_sized():
     assert 450 < sum(label for _, label in splits["train"]) < 600, "about half of train is spam"
 
 
+# --- Baselines -----------------------------------------------------------------------
+
+
+def test_digit_rule_and_bag_of_words_on_the_balanced_split():
+    assert digit_rule("Call 09061 now") == 1 and digit_rule("see you at 1230") == 0
+    assert words("FREE entry: txt WIN to 87121!") == ["free", "entry", "txt", "win", "to", "87121"]
+    splits = spam_splits(seed=123)
+    rule = accuracy([digit_rule(text) for text, _ in splits["test"]], splits["test"])
+    assert rule == 280 / 300, "chapter 1's one-line rule: 93.3% on the test split"
+    bag = BagOfWords(splits["train"])
+    assert len(bag.vocabulary) == 1751, "words seen at least twice in the 1,045 training messages"
+    test = accuracy(bag.predict([text for text, _ in splits["test"]]), splits["test"])
+    assert 0.94 <= test < 0.97, f"logistic regression on word counts: {test:.3f} on the test split"
+    with pytest.raises(ValueError, match="one prediction per example"):
+        accuracy([1], splits["test"])
+
+
+def test_bag_of_words_learns_which_words_mark_a_class():
+    examples = [("win cash now", 1), ("cash prize win", 1), ("lunch at noon", 0), ("see you at lunch", 0)] * 3
+    bag = BagOfWords(examples, min_count=1)
+    assert bag.predict(["win a prize", "lunch with you", "cash"]) == [1, 0, 1]
+    assert bag.features(["cash cash", "unknown"]).tolist()[1] == [0.0] * len(bag.vocabulary)
+
+
 # --- Classification ------------------------------------------------------------------
 
 
@@ -127,6 +156,26 @@ def test_classification_dataset_pads_and_truncates(tokenizer):
     assert cut[1][0].tolist() == [15496, PAD_ID]
     with pytest.raises(ValueError, match="empty text"):
         ClassificationDataset([("", 0)], tokenizer)
+
+
+def test_classification_pads_with_the_tokenizers_end_of_text():
+    """The course tokenizer's <|endoftext|> is id 1023, not GPT-2's 50256: the data are padded
+    with the tokenizer's own, and a loss told the wrong pad id says so."""
+    tokenizer = BPETokenizer.train("spam spam ham eggs " * 20, 266)
+    dataset = ClassificationDataset([("spam eggs", 1), ("ham", 0)], tokenizer)
+    assert dataset.pad_id == tokenizer.eot_token == 265
+    assert dataset.input_ids[1].tolist()[-1] == 265
+    model = add_classification_head(small_model(vocab_size=266), num_classes=2)
+    batch = (dataset.input_ids, dataset.labels)
+    loss = classification_loss(model, batch, pad_id=dataset.pad_id)
+    expected = torch.nn.functional.cross_entropy(last_token_logits(model, dataset.input_ids, 265), dataset.labels)
+    torch.testing.assert_close(loss, expected)
+    with pytest.raises(ValueError, match="pad_id 50256 is not a token of this model's 266-token vocabulary"):
+        classification_loss(model, batch)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2)
+    assert classification_accuracy(model, loader, pad_id=265) in (0.0, 0.5, 1.0)
+    with pytest.raises(ValueError, match="tokenizer.eot_token"):
+        classification_accuracy(model, loader)
 
 
 def test_last_token_logits_do_not_depend_on_padding():
@@ -267,6 +316,11 @@ def test_instruction_dataset_carries_the_prompt_length(tokenizer):
         assert tokenizer.decode(ids) == format_instruction(entry)
         assert ids[:prompt_length] == tokenizer.encode(format_prompt(entry))
         assert tokenizer.decode(ids[prompt_length:]) == entry["output"]
+    short = InstructionDataset([WITH_INPUT], tokenizer, preamble="")
+    ids, prompt_length = short[0]
+    assert tokenizer.decode(ids) == format_instruction(WITH_INPUT, preamble="")
+    assert format_prompt(WITH_INPUT, preamble="").startswith("### Instruction:\n")
+    assert format_prompt(WITH_INPUT) == f"{ALPACA_PREAMBLE}\n\n" + format_prompt(WITH_INPUT, preamble="")
 
 
 def test_collate_pads_shifts_and_keeps_the_first_end_of_text():
@@ -324,13 +378,15 @@ def test_generate_responses_stop_at_end_of_text_and_save_as_json(tmp_path, token
     records = [WITH_INPUT, WITHOUT_INPUT, {**WITHOUT_INPUT, "instruction": "Name a color."}]
     results = generate_responses(model, tokenizer, records, max_new_tokens=5, batch_size=2)
     assert [r["model_response"] for r in results] == ["", "", ""]
-    assert [{k: v for k, v in r.items() if k != "model_response"} for r in results] == records
+    assert [r["ended"] for r in results] == [True, True, True], "each answer ended with <|endoftext|>"
+    assert [{k: v for k, v in r.items() if k not in ("model_response", "ended")} for r in results] == records
 
     # A random model's answers, batched, are its greedy continuations of each prompt alone.
     model = small_model()
     answered = generate_responses(model, tokenizer, records, max_new_tokens=3, batch_size=2)
     for entry, result in zip(records, answered):
         assert result["model_response"] == generate_text(model, tokenizer, format_prompt(entry), 3).strip()
+        assert result["ended"] is False, "a random model does not say <|endoftext|> within 3 tokens"
 
     path = save_responses(answered, tmp_path / "out" / "responses.json")
     assert json.loads(path.read_text(encoding="utf-8")) == answered

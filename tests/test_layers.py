@@ -23,7 +23,7 @@ LAYERS = [
     "checkpoints",
     "train",
     "course",
-    "finetune.shared", "finetune.spam", "finetune.classifier", "finetune.instruct", "finetune.rouge",
+    "finetune.shared", "finetune.spam", "finetune.baselines", "finetune.classifier", "finetune.instruct", "finetune.rouge",
     "finetune.judge", "finetune",
     "lora",
     "",

@@ -6,6 +6,8 @@ one job with a small labelled data set. Read the modules in this order:
 * ``shared``      the padding id, a seeded split and the training loop both jobs use
                   (``finetune`` takes the loss as an argument)
 * ``spam``        the SMS Spam Collection, balanced, split and padded
+* ``baselines``   chapter 1's digit rule and a bag-of-words logistic regression, to
+                  measure the fine-tuned classifier against
 * ``classifier``  a ``num_classes``-way head in place of the vocabulary-sized one, most
                   of the network frozen, trained on each message's last real token
 * ``instruct``    instruction/response pairs in the Alpaca prompt format, padded and
@@ -19,8 +21,10 @@ writes ``from llmcourse import finetune as ft``).
 """
 # IGNORE_INDEX: the target value the losses skip, instruction_collate's default.
 from ..model import IGNORE_INDEX
+from .baselines import BagOfWords, accuracy, digit_rule, words
 from .classifier import (
     add_classification_head,
+    check_pad_id,
     classification_accuracy,
     classification_loss,
     classify,
@@ -57,18 +61,22 @@ from .spam import (
 
 __all__ = [
     "ALPACA_PREAMBLE",
+    "BagOfWords",
     "ClassificationDataset",
     "IGNORE_INDEX",
     "InstructionDataset",
     "LossFn",
     "PAD_ID",
     "SPAM_LABELS",
+    "accuracy",
     "add_classification_head",
     "balance_classes",
     "check_instruction_record",
+    "check_pad_id",
     "classification_accuracy",
     "classification_loss",
     "classify",
+    "digit_rule",
     "evaluate_loss",
     "finetune",
     "format_instruction",
@@ -94,4 +102,5 @@ __all__ = [
     "seeded_split",
     "spam_dataloaders",
     "spam_splits",
+    "words",
 ]

@@ -74,22 +74,34 @@ def last_token_logits(model: GPT, input_ids: torch.Tensor, pad_id: int = PAD_ID)
     return logits[torch.arange(len(input_ids), device=logits.device), last]  # (B, num_classes)
 
 
-def classification_loss(model: GPT, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+def check_pad_id(model: GPT, pad_id: int) -> None:
+    """Raise unless ``pad_id`` is a token id of the model's vocabulary: a pad id of
+    another tokenizer (GPT-2's 50256 for a 1,024-token model) would never match."""
+    vocab_size = model.tok_emb.num_embeddings
+    if not 0 <= pad_id < vocab_size:
+        raise ValueError(f"pad_id {pad_id} is not a token of this model's {vocab_size:,}-token vocabulary; "
+                         f"pass the pad id the data was padded with (tokenizer.eot_token)")
+
+
+def classification_loss(model: GPT, batch: Sequence[torch.Tensor], pad_id: int = PAD_ID) -> torch.Tensor:
     """Cross-entropy of the last real token's logits against the labels.
-    batch: ``(input_ids (B, T), labels (B,))`` from a ``spam.ClassificationDataset``."""
+    batch: ``(input_ids (B, T), labels (B,))`` from a ``spam.ClassificationDataset``,
+    right-padded with ``pad_id`` (GPT-2's ``<|endoftext|>`` by default)."""
+    check_pad_id(model, pad_id)
     input_ids, labels = (t.to(model.device) for t in batch)
-    return F.cross_entropy(last_token_logits(model, input_ids), labels)
+    return F.cross_entropy(last_token_logits(model, input_ids, pad_id), labels)
 
 
 @torch.no_grad()
-def classification_accuracy(model: GPT, loader, max_batches: int | None = None) -> float:
-    """The fraction of texts whose highest logit is their label."""
+def classification_accuracy(model: GPT, loader, max_batches: int | None = None, pad_id: int = PAD_ID) -> float:
+    """The fraction of texts whose highest logit is their label (batches padded with ``pad_id``)."""
+    check_pad_id(model, pad_id)
     correct = total = 0
     with eval_mode(model):
         for i, (input_ids, labels) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
-            predicted = last_token_logits(model, input_ids.to(model.device)).argmax(dim=-1)  # (B,)
+            predicted = last_token_logits(model, input_ids.to(model.device), pad_id).argmax(dim=-1)  # (B,)
             correct += int((predicted == labels.to(model.device)).sum())
             total += len(labels)
     if total == 0:
@@ -114,7 +126,7 @@ def classify(model: GPT, tokenizer, text: str, labels: Sequence[str] = SPAM_LABE
     if not ids:
         raise ValueError("classify got an empty text")
     with eval_mode(model):
-        logits = last_token_logits(model, torch.tensor([ids], device=model.device))  # (1, num_classes)
+        logits = last_token_logits(model, torch.tensor([ids], device=model.device), tokenizer.eot_token)
     return labels[int(logits.argmax(dim=-1))]
 
 

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..files import atomic_write_bytes, read_text
-from ..generate import generate_text
+from ..generate import completion_ids
 from ..model import GPT, IGNORE_INDEX
 from .shared import PAD_ID, seeded_split
 
@@ -39,23 +39,26 @@ def check_instruction_record(entry, need_output: bool) -> None:
         raise ValueError(f"an instruction record's 'input' must be a str, got {entry['input']!r}")
 
 
-def format_prompt(entry: Mapping) -> str:
+def format_prompt(entry: Mapping, preamble: str = ALPACA_PREAMBLE) -> str:
     """The Alpaca-style prompt for an instruction record, up to and including
     the response header: what the model sees before it answers.
 
     The "### Input:" section appears only when the record's input is not empty.
+    ``preamble=""`` leaves the preamble out (45 tokens of a 128-token context in the
+    course tokenizer); the model must then be tuned and asked without it, too.
     """
     check_instruction_record(entry, need_output=False)
-    text = f"{ALPACA_PREAMBLE}\n\n### Instruction:\n{entry['instruction']}"
+    text = f"{preamble}\n\n" if preamble else ""
+    text += f"### Instruction:\n{entry['instruction']}"
     if entry.get("input"):
         text += f"\n\n### Input:\n{entry['input']}"
     return text + "\n\n### Response:\n"
 
 
-def format_instruction(entry: Mapping) -> str:
+def format_instruction(entry: Mapping, preamble: str = ALPACA_PREAMBLE) -> str:
     """A whole training text in the Alpaca format: the prompt, then the output."""
     check_instruction_record(entry, need_output=True)
-    return format_prompt(entry) + entry["output"]
+    return format_prompt(entry, preamble) + entry["output"]
 
 
 def load_instruction_data() -> list[dict]:
@@ -74,14 +77,14 @@ class InstructionDataset(Dataset):
     Items are ``(token_ids, prompt_length)``: the ids of ``format_instruction(entry)``
     and how many of them belong to the prompt, which prompt masking needs. Prompt and
     output are encoded separately and joined, so that count is exact (BPE could
-    otherwise merge across the boundary).
+    otherwise merge across the boundary). ``preamble`` as in ``format_prompt``.
     """
 
-    def __init__(self, records: Sequence[Mapping], tokenizer):
+    def __init__(self, records: Sequence[Mapping], tokenizer, preamble: str = ALPACA_PREAMBLE):
         self.items = []
         for entry in records:
             check_instruction_record(entry, need_output=True)
-            prompt = tokenizer.encode(format_prompt(entry))
+            prompt = tokenizer.encode(format_prompt(entry, preamble))
             self.items.append((prompt + tokenizer.encode(entry["output"]), len(prompt)))
 
     def __len__(self) -> int:
@@ -141,11 +144,13 @@ def instruction_collate(
 
 def instruction_dataloader(records: Sequence[Mapping], tokenizer, batch_size: int = 8, shuffle: bool = False,
                            max_length: int | None = None, mask_prompt: bool = False,
-                           seed: int = 123) -> DataLoader:
+                           seed: int = 123, preamble: str = ALPACA_PREAMBLE) -> DataLoader:
     """Batches ``(inputs, targets)`` of instruction records, each padded only to
-    its own longest example by ``instruction_collate`` (shuffled with a seeded generator)."""
-    collate = partial(instruction_collate, max_length=max_length, mask_prompt=mask_prompt)
-    return DataLoader(InstructionDataset(records, tokenizer), batch_size=batch_size, shuffle=shuffle,
+    its own longest example by ``instruction_collate`` with the tokenizer's
+    ``<|endoftext|>`` (shuffled with a seeded generator)."""
+    collate = partial(instruction_collate, pad_id=tokenizer.eot_token, max_length=max_length,
+                      mask_prompt=mask_prompt)
+    return DataLoader(InstructionDataset(records, tokenizer, preamble), batch_size=batch_size, shuffle=shuffle,
                       collate_fn=collate, generator=torch.Generator().manual_seed(seed))
 
 
@@ -158,17 +163,21 @@ def instruction_loss(model: GPT, batch: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def generate_responses(model: GPT, tokenizer, records: Sequence[Mapping], max_new_tokens: int = 256,
-                       batch_size: int = 8) -> list[dict]:
+                       batch_size: int = 8, preamble: str = ALPACA_PREAMBLE) -> list[dict]:
     """The model's answer to each record's prompt, greedy, stopped at end-of-text.
 
-    Returns copies of the records with a "model_response" key added.
+    Returns copies of the records with a "model_response" key added, and
+    "ended": whether the model ended its answer itself (an end-of-text token within
+    ``max_new_tokens``). ``preamble`` must be the one the model was tuned with.
     """
     results = []
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
-        prompts = [format_prompt(entry) for entry in chunk]
-        answers = generate_text(model, tokenizer, prompts, max_new_tokens)  # greedy, stops at eos
-        results.extend({**entry, "model_response": answer.strip()} for entry, answer in zip(chunk, answers))
+        prompts = [format_prompt(entry, preamble) for entry in chunk]
+        for entry, ids in zip(chunk, completion_ids(model, tokenizer, prompts, max_new_tokens)):  # greedy
+            ended = bool(ids) and ids[-1] == tokenizer.eot_token
+            answer = tokenizer.decode(ids[:-1] if ended else ids)
+            results.append({**entry, "model_response": answer.strip(), "ended": ended})
     return results
 
 

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config import check_int
 from ..files import read_text
-from .shared import PAD_ID, seeded_split
+from .shared import seeded_split
 
 SPAM_LABELS = ("ham", "spam")  # class 0 and class 1
 
@@ -63,13 +63,13 @@ class ClassificationDataset(Dataset):
     Every text is cut or padded to ``max_length`` tokens (default: the longest text),
     so batches stack without a collate function. Build the val and test sets with the
     train set's ``max_length``. Items are ``(input_ids (max_length,), label ())``.
-    ``tokenizer.encode`` must never produce ``pad_id`` for ordinary text (GPT-2's
-    ``<|endoftext|>`` is special: tiktoken refuses it inside a text), which is what
+    ``pad_id`` defaults to the tokenizer's ``<|endoftext|>`` (``tokenizer.eot_token``):
+    a special token that ``encode`` never produces for ordinary text, which is what
     lets ``last_token_logits`` find where the padding starts.
     """
 
     def __init__(self, examples: Sequence[tuple[str, int]], tokenizer, max_length: int | None = None,
-                 pad_id: int = PAD_ID):
+                 pad_id: int | None = None):
         if not examples:
             raise ValueError("ClassificationDataset needs at least one (text, label) example")
         encoded = [tokenizer.encode(text) for text, _ in examples]
@@ -78,7 +78,8 @@ class ClassificationDataset(Dataset):
         if max_length is None:
             max_length = max(len(ids) for ids in encoded)
         check_int("max_length", max_length)
-        self.max_length = max_length
+        pad_id = tokenizer.eot_token if pad_id is None else pad_id
+        self.max_length, self.pad_id = max_length, pad_id
         self.input_ids = torch.tensor(
             [ids[:max_length] + [pad_id] * (max_length - len(ids[:max_length])) for ids in encoded]
         )  # (N, max_length)
@@ -93,7 +94,8 @@ class ClassificationDataset(Dataset):
 
 def spam_dataloaders(tokenizer, batch_size: int = 8, max_length: int | None = None, context_length: int = 1024,
                      seed: int = 123, max_train_examples: int | None = None) -> dict[str, DataLoader]:
-    """Train/val/test loaders over ``spam_splits``, all padded to one length.
+    """Train/val/test loaders over ``spam_splits``, all padded to one length with the
+    tokenizer's ``<|endoftext|>`` (pass ``pad_id=tokenizer.eot_token`` to the losses).
 
     That length is ``max_length`` (default: the longest training message), at most the
     model's ``context_length``. The train loader reshuffles (seeded) every epoch and
