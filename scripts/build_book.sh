@@ -38,6 +38,11 @@ HTML_MANAGER_INTEGRITY="sha512-5thBIV6ymNgmPVOHvzx+gGy8ZSKmSazhtGw4/c4xJDVzRhG9P
 REQUIREJS_VERSION=2.3.8
 REQUIREJS_INTEGRITY="sha512-7/cTSLOdYkNBNJcDMWf+luFvMriVm7eYxp4BcFCsAX0wF421Vyce5SXP17c+Jd5otXKGNehIonFlyQXSowL6Mw=="
 
+# The Korean web font (book/_css/course.css): Noto Sans KR from Fontsource, regular and
+# bold, woff2 only (every browser the site supports reads it).
+NOTO_KR_VERSION=5.3.0
+NOTO_KR_INTEGRITY="sha512-/JnpTjaCOXW7xUoqOyCVYSr05VOkDy5Yla9O+WAEiS7u+yYLsmHoqj6v1W0bf91G8G3XA2+NnRS3CX2Tf/FVZg=="
+
 WIDGETS_DIR="$REPO/book/_static_local/widgets"
 STAMP="$WIDGETS_DIR/VERSIONS"
 WANT_STAMP="@jupyter-widgets/html-manager@$HTML_MANAGER_VERSION requirejs@$REQUIREJS_VERSION"
@@ -98,6 +103,30 @@ fetch_widget_js() {
     rm -rf "$WIDGETS_DIR" && mv "$new" "$WIDGETS_DIR"
 }
 
+fetch_korean_font() {
+    local tmp tgz new="$FONT_DIR.new"
+    tmp="$(mktemp -d)"
+    trap 'rm -rf "$tmp"' RETURN
+    echo "Fetching the Korean web font from the npm registry: $FONT_STAMP"
+    tgz="$(npm_pack "@fontsource/noto-sans-kr@$NOTO_KR_VERSION" "$NOTO_KR_INTEGRITY" "$tmp")"
+    mkdir -p "$tmp/kr" && tar -xzf "$tgz" -C "$tmp/kr"
+    rm -rf "$new" && mkdir -p "$new/files"
+    for weight in 400 700; do
+        cp "$tmp/kr/package/files/"noto-sans-kr-*-"$weight"-normal.woff2 "$new/files/"
+        # Keep only the woff2 source of each @font-face (the .woff files are not served).
+        sed -E 's/, url\([^)]*\.woff\) format\(.woff.\)//' "$tmp/kr/package/$weight.css" > "$new/$weight.css"
+    done
+    cp "$tmp/kr/package/LICENSE" "$new/LICENSE" 2>/dev/null || true
+    echo "$FONT_STAMP" > "$new/VERSION"
+    rm -rf "$FONT_DIR" && mv "$new" "$FONT_DIR"
+}
+
+FONT_DIR="$REPO/book/_static_local/fonts/noto-sans-kr"
+FONT_STAMP="@fontsource/noto-sans-kr@$NOTO_KR_VERSION"
+if [ ! -f "$FONT_DIR/VERSION" ] || [ "$(cat "$FONT_DIR/VERSION")" != "$FONT_STAMP" ]; then
+    fetch_korean_font
+fi
+
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT_STAMP" ] \
     || [ ! -f "$WIDGETS_DIR/embed-amd.js" ] || [ ! -f "$WIDGETS_DIR/require.js" ]; then
     fetch_widget_js
@@ -112,10 +141,20 @@ mkdir -p "$EXTRA_FONTS"
 cp -f "$WIDGETS_DIR"/*.woff2 "$WIDGETS_DIR"/*.woff "$WIDGETS_DIR"/*.ttf "$WIDGETS_DIR"/*.eot \
     "$WIDGETS_DIR"/*.svg "$EXTRA_FONTS"/
 
+# After a theme upgrade Sphinx would warn (an error under -W) that it overwrites the old
+# theme's files in _static: start the site afresh when the theme versions changed (the
+# executed notebooks stay cached in book/_build/.jupyter_cache).
+THEMES="$(python -c 'from importlib.metadata import version as v; print("sphinx-book-theme", v("sphinx-book-theme"), "pydata-sphinx-theme", v("pydata-sphinx-theme"))')"
+THEME_STAMP="$REPO/book/_build/html/.theme-versions"
+if [ -d "$REPO/book/_build/html" ] && [ "$(cat "$THEME_STAMP" 2>/dev/null)" != "$THEMES" ]; then
+    rm -rf "$REPO/book/_build/html"
+fi
+
 # -W: warnings are errors; -n: nitpicky, so broken references are warnings (errors);
 # --keep-going: report all of them, not just the first. A cell that raises fails too.
 echo "Building the book (jupyter-book build book -W -n --keep-going)"
 jupyter-book build book -W -n --keep-going
+echo "$THEMES" > "$THEME_STAMP"
 
 echo
 echo "Book site: $REPO/book/_build/html/index.html"

@@ -353,6 +353,160 @@ def test_internal_links_resolve(visits, base_url):
     assert not findings, "dead internal links:\n" + _report(findings)
 
 
+# ------------------------------------------------------------- launch and download
+
+
+def _repository_path(url: str) -> str | None:
+    """The repository file a Colab or Binder launch link opens, else None (another URL)."""
+    parts = urlsplit(url)
+    repo = "/".join(urlsplit(_config()["repository"]["url"]).path.strip("/").split("/")[:2])
+    branch = _config()["repository"].get("branch", "main")
+    if parts.hostname == "colab.research.google.com":
+        prefix = f"/github/{repo}/blob/{branch}/"
+        return parts.path.removeprefix(prefix) if parts.path.startswith(prefix) else ""
+    if parts.hostname == "mybinder.org":
+        if not parts.path.startswith(f"/v2/gh/{repo}/{branch}"):
+            return ""
+        query = dict(q.split("=", 1) for q in parts.query.split("&") if "=" in q)
+        return unquote(query.get("urlpath", "")).removeprefix("lab/tree/").removeprefix("tree/")
+    return None
+
+
+@functools.cache
+def _config() -> dict:
+    import yaml
+
+    return yaml.safe_load((BOOK / "_config.yml").read_text())
+
+
+def test_launch_and_download_links_open_real_notebooks(site):
+    """Every chapter's Colab and Binder buttons open its notebook twin, which exists in the
+    repository; its download links point at files of the built site; no placeholder host."""
+    problems = []
+    for page in sorted(site.glob("ch*.html")):
+        soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+        launch = [a["href"] for a in soup.select(".dropdown-launch-buttons a[href]")]
+        downloads = [a["href"] for a in soup.select(".dropdown-download-buttons a[href]")]
+        hosts = {urlsplit(url).hostname for url in launch}
+        if hosts != {"colab.research.google.com", "mybinder.org"}:
+            problems.append(f"{page.name}: launch buttons go to {sorted(map(str, hosts))}, "
+                            "expected Colab and Binder only")
+        for url in launch:
+            path = _repository_path(url)
+            if not path or not path.endswith(".ipynb"):
+                problems.append(f"{page.name}: launch link {url} does not open a notebook of the repository")
+            elif not (REPO / path).is_file():
+                problems.append(f"{page.name}: launch link opens {path}, which is not in the repository")
+        suffixes = {Path(urlsplit(href).path).suffix for href in downloads}
+        if not {".ipynb", ".md"} <= suffixes:
+            problems.append(f"{page.name}: downloads {sorted(suffixes)}, expected the .ipynb and the .md")
+        for href in downloads:
+            if urlsplit(href).scheme:
+                continue  # e.g. the print button's javascript: link
+            if not (page.parent / unquote(urlsplit(href).path)).resolve().is_file():
+                problems.append(f"{page.name}: download link {href} has no file in the site")
+    assert not problems, "launch and download problems:\n" + "\n".join(problems)
+
+
+# --------------------------------------------------------------------- phone width
+
+PHONE = {"width": 390, "height": 844}
+FIGURE_COLUMN_PX = 342  # the content column at 390 px, which tests/test_figures.py sizes the diagrams' text for
+
+_PHONE_JS = """
+() => {
+  const root = document.documentElement;
+  const out = {overflow: root.scrollWidth - window.innerWidth, wide: []};
+  if (out.overflow > 1) {
+    // What sticks out: the outermost elements wider than the window.
+    for (const el of document.querySelectorAll(".bd-article *")) {
+      const r = el.getBoundingClientRect();
+      if (r.right > window.innerWidth + 1 && !el.closest(".cell_output, .highlight, .jupyter-widgets, table"))
+        out.wide.push(el.tagName.toLowerCase() + "." + el.className + ": " + (el.textContent || "").slice(0, 40));
+      if (out.wide.length > 5) break;
+    }
+  }
+  // Plots in cell outputs keep at least 80%% of their own size (their box scrolls): matplotlib's
+  // 10-pt labels at 100 dpi are 14 px, so they stay above 11 px.
+  out.shrunkPlots = [...document.querySelectorAll(".cell_output img")]
+      .filter(i => i.naturalWidth > 0 && i.getBoundingClientRect().width < 0.8 * i.naturalWidth)
+      .map(i => `${(i.getAttribute("src") || "").slice(0, 60)}: ${Math.round(i.getBoundingClientRect().width)} of ${i.naturalWidth} px`);
+  // The SVG figures are drawn for a column of %d px (tests/test_figures.py): shown narrower,
+  // their smallest text would fall under 11 px.
+  out.smallFigures = [...document.querySelectorAll("figure img[src$='.svg']")]
+      .filter(i => i.getBoundingClientRect().width < %d - 0.5)
+      .map(i => `${i.getAttribute("src")} shown ${Math.round(i.getBoundingClientRect().width)} px wide`);
+  out.korean = [...document.fonts].filter(f => f.family.replace(/"/g, "") === "Noto Sans KR"
+      && f.status === "loaded").length;
+  out.hangul = /[\\uac00-\\ud7a3]/.test(document.body.innerText);
+  return out;
+}
+""" % (FIGURE_COLUMN_PX, FIGURE_COLUMN_PX)
+
+
+def _opens(page, toggle: str, dialog: str) -> str | None:
+    """Tap the visible ``toggle`` button; None if ``dialog`` opens with links, else the problem."""
+    buttons = [b for b in page.query_selector_all(toggle) if b.is_visible()]
+    if not buttons:
+        return f"no visible {toggle} button"
+    buttons[0].click()
+    try:
+        page.wait_for_selector(f"{dialog}[open] a", state="visible", timeout=5_000)
+    except Exception:
+        return f"tapping {toggle} did not open {dialog} with its links"
+    page.keyboard.press("Escape")
+    page.wait_for_selector(f"{dialog}[open]", state="detached", timeout=5_000)
+    return None
+
+
+@pytest.fixture(scope="module")
+def phone_visits(site, base_url, browser) -> dict[str, dict]:
+    """Every chapter page at a phone's width: layout measurements and whether both menus open."""
+    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    context.route("**/*", lambda route: route.continue_() if _is_local(route.request.url)
+                  else route.abort("blockedbyclient"))
+    results = {}
+    for rel in [p for p in _pages(site) if p not in GENERATED_PAGES and _redirect_target(site / p) is None]:
+        page = context.new_page()
+        try:
+            page.goto(base_url + rel, wait_until="load", timeout=60_000)
+            page.evaluate(_SETTLE_JS)
+            page.evaluate("document.fonts.ready")
+            info = page.evaluate(_PHONE_JS)
+            info["menus"] = [problem for problem in (
+                _opens(page, ".primary-toggle", "#pst-primary-sidebar-modal"),
+                _opens(page, ".secondary-toggle", "#pst-secondary-sidebar-modal") if rel.startswith("ch") else None,
+            ) if problem]
+            if rel.startswith("ch"):
+                SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(SCREENSHOTS / ("phone__" + rel.removesuffix(".html") + ".png")))
+        finally:
+            page.close()
+        results[rel] = info
+    context.close()
+    return results
+
+
+def test_pages_fit_a_phone_and_its_menus_open(phone_visits):
+    """At 390 px: no page scrolls sideways, both menus open, plots keep a legible size,
+    the diagrams are shown large enough, and Korean text gets the shipped web font."""
+    findings = {}
+    for rel, info in phone_visits.items():
+        problems = list(info["menus"])
+        if info["overflow"] > 1:
+            problems.append(f"the page is {info['overflow']} px wider than the screen: {info['wide']}")
+        problems += [f"plot shrunk to unreadable size: {s}" for s in info["shrunkPlots"]]
+        problems += [f"diagram narrower than the {FIGURE_COLUMN_PX}-px column its text is sized for: {s}"
+                     for s in info["smallFigures"]]
+        if info["hangul"] and not info["korean"]:
+            problems.append("Korean text on the page, but the Noto Sans KR web font did not load")
+        if problems:
+            findings[rel] = problems
+    assert len(phone_visits) >= 7, f"only {len(phone_visits)} pages visited at phone width"
+    assert any(info["korean"] for info in phone_visits.values()), "no page loaded the Korean web font"
+    assert not findings, "pages at 390 px:\n" + _report(findings)
+
+
 # ------------------------------------------------------------------------- glossary
 
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")
@@ -364,33 +518,118 @@ def _article(path: Path) -> BeautifulSoup:
     return soup.find("article") or soup.find("main") or soup.body
 
 
-def test_glossary_entries_link_to_pages_using_the_term(site):
+@dataclass
+class _GlossaryEntry:
+    """One term of the Sphinx glossary: its names (English first), their anchors, its definition."""
+
+    names: list[str]
+    ids: list[str]
+    definition: BeautifulSoup | None
+
+
+def _glossary_entries(glossary: Path) -> list[_GlossaryEntry]:
+    """The entries of glossary.html, in page order.
+
+    book/glossary.md is a ``{glossary}`` directive, which Sphinx renders as
+    ``<dl class="glossary">``: each entry is one or more ``<dt id="term-...">`` (the English
+    term, other English names, the Korean name(s)) followed by one ``<dd>``.
+    """
+    article = _article(glossary)
+    dl = article.find("dl", class_="glossary")
+    assert dl is not None, (
+        "glossary.html has no Sphinx glossary (<dl class=\"glossary\">): write book/glossary.md "
+        "as a ```{glossary} directive")
+    entries, names, ids = [], [], []
+    for child in dl.find_all(["dt", "dd"], recursive=False):
+        if child.name == "dt":
+            for link in child.find_all("a", class_="headerlink"):
+                link.extract()  # the "#" permalink after each term
+            names.append(" ".join(child.get_text(" ", strip=True).split()))
+            ids.append(child.get("id", ""))
+        else:
+            entries.append(_GlossaryEntry(names, ids, child))
+            names, ids = [], []
+    if names:  # terms with no definition after them
+        entries.append(_GlossaryEntry(names, ids, None))
+    return entries
+
+
+@pytest.fixture(scope="module")
+def glossary_entries(site) -> list[_GlossaryEntry]:
     glossary = site / "glossary.html"
     assert glossary.is_file(), "the book has no glossary page (book/glossary.md)"
-    article = _article(glossary)
-    entries = [(dt, dt.find_next_sibling("dd")) for dl in article.find_all("dl")
-               for dt in dl.find_all("dt", recursive=False)]
-    assert entries, "glossary.html has no definition list entries (term / : definition)"
+    entries = _glossary_entries(glossary)
+    assert entries, "glossary.html has a glossary without entries"
+    return entries
 
+
+def _chapter_pages(site: Path) -> list[Path]:
+    return sorted(site.glob("ch*.html"))
+
+
+def test_glossary_entries_link_to_pages_using_the_term(site, glossary_entries):
+    """Every entry has a Korean name and a definition that links to a page using the term."""
+    glossary = site / "glossary.html"
     problems = []
-    for dt, dd in entries:
-        label = " ".join(dt.get_text(" ", strip=True).split())
-        term = re.split(r"\s*\(", label, maxsplit=1)[0].strip()
-        if not _HANGUL.search(label):
-            problems.append(f"{label!r}: no Korean name; write it as 'term (한국어)'")
-        links = [a["href"] for a in (dd.find_all("a", href=True) if dd else [])
+    for entry in glossary_entries:
+        term = entry.names[0]  # the English term; abbreviations and Korean names follow
+        if not any(_HANGUL.search(name) for name in entry.names):
+            problems.append(f"{term!r}: no Korean name; add it on the line after the English term")
+        if not all(entry.ids):
+            problems.append(f"{term!r}: a name without an anchor (<dt id=...>)")
+        if entry.definition is None:
+            problems.append(f"{term!r}: no definition")
+            continue
+        links = [a["href"] for a in entry.definition.find_all("a", href=True)
                  if not urlsplit(a["href"]).scheme and not a["href"].startswith("#")]
         if not links:
-            problems.append(f"{label!r}: no link to a page of the book")
+            problems.append(f"{term!r}: no link to a page of the book")
             continue
         pattern = re.compile(rf"\b{re.escape(term)}(s|es)?\b", re.I)
         for href in links:
             target = (glossary.parent / unquote(urlsplit(href).path)).resolve()
             if target == glossary.resolve():
-                problems.append(f"{label!r}: links to the glossary itself ({href})")
+                problems.append(f"{term!r}: links to the glossary itself ({href})")
             elif not target.is_file():
-                problems.append(f"{label!r}: link {href} points at no page")
+                problems.append(f"{term!r}: link {href} points at no page")
             elif not pattern.search(" ".join(_article(target).get_text(" ").split())):
-                problems.append(f"{label!r}: {href} does not mention {term!r}")
+                problems.append(f"{term!r}: {href} does not mention {term!r}")
+    english = [entry.names[0] for entry in glossary_entries]
+    for k in range(1, len(english)):
+        if english[k - 1].lower() > english[k].lower():
+            problems.append(f"not in alphabetical order: {english[k - 1]!r} comes before {english[k]!r}")
     assert not problems, "glossary problems (glossary.html):\n" + "\n".join(
         f"  - {p}" for p in problems)
+
+
+def test_glossary_terms_are_linked_from_the_chapters(site, glossary_entries):
+    """Every glossary term is linked with {term} from at least one chapter page."""
+    chapters = _chapter_pages(site)
+    assert chapters, f"no chapter pages (ch*.html) in {site}"
+    linked: dict[str, set[str]] = {}  # glossary anchor -> chapter pages that link to it
+    for page in chapters:
+        for a in _article(page).find_all("a", href=True):
+            path, _, fragment = a["href"].partition("#")
+            if path == "glossary.html" and "reference" in a.get("class", []) and fragment:
+                linked.setdefault(fragment, set()).add(page.name)
+    unlinked = [entry.names[0] for entry in glossary_entries
+                if not any(anchor in linked for anchor in entry.ids)]
+    assert not unlinked, (
+        f"{len(unlinked)} glossary terms are linked from no chapter page "
+        f"({', '.join(p.name for p in chapters)}); link the first mention of each in a chapter "
+        "with {term}`term` or {term}`text <term>`:\n" + "\n".join(f"  - {t}" for t in unlinked))
+
+
+def test_index_lists_the_glossary_terms(site, glossary_entries):
+    """genindex.html lists the glossary's terms (Sphinx adds an index entry for each name)."""
+    index = site / "genindex.html"
+    assert index.is_file(), "the site has no genindex.html"
+    entries = [a["href"] for a in _article(index).find_all("a", href=True)
+               if a["href"].startswith("glossary.html#term-")]
+    assert len(entries) >= len(glossary_entries), (
+        f"genindex.html lists {len(entries)} glossary entries, fewer than the glossary's "
+        f"{len(glossary_entries)} terms")
+    listed = {href.partition("#")[2] for href in entries}
+    missing = [entry.names[0] for entry in glossary_entries if entry.ids[0] not in listed]
+    assert not missing, "genindex.html does not list these glossary terms:\n" + "\n".join(
+        f"  - {t}" for t in missing)
