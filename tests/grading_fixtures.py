@@ -130,6 +130,22 @@ def _extra_grade_cell(nb: dict) -> None:
     nb["cells"].append(cell)
 
 
+def _added_cell(code: str, before: str):
+    """An edit adding a code cell with no nbgrader metadata (as a student does) before the
+    cell ``before``."""
+    def edit(nb: dict) -> None:
+        at = next(i for i, c in enumerate(nb["cells"])
+                  if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == before)
+        nb["cells"].insert(at, {"cell_type": "code", "id": "added-by-student", "metadata": {},
+                                "execution_count": None, "outputs": [], "source": code})
+    return edit
+
+
+HELPER = """def _attention_weights(x):
+    return torch.softmax(x @ x.transpose(-2, -1), dim=-1)"""
+SIMPLIFIED_WITH_HELPER = """def simplified_attention(x):
+    weights = _attention_weights(x)
+    return weights @ x, weights"""
 MASK_AND_MHA = MASK + MHA
 FIXTURES = [
     Fixture("solution"),
@@ -162,6 +178,14 @@ FIXTURES = [
             MASK_AND_MHA, "uses llmcourse"),
     Fixture("patch_seed", monkeypatch("torch.manual_seed = lambda seed: torch.default_generator"),
             MASK_AND_MHA, "a token sees the future"),
+    # a cell the student added: an honest helper counts, a patch in it is refused like one in an answer
+    Fixture("helper_cell", {"simplified_attention": SIMPLIFIED_WITH_HELPER}, expect="was added to the notebook",
+            edit=_added_cell(HELPER, before="simplified_attention")),
+    Fixture("plot_cell", expect="was added to the notebook",  # matplotlib is the feedback run's, not the grader's
+            edit=_added_cell("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])", before="causal_mask")),
+    Fixture("added_cell_patch", {"causal_mask": MASK_FLIPPED}, MASK_AND_MHA, "a token sees the future",
+            edit=_added_cell("import torch\ntorch.allclose = lambda *a, **k: True\n"
+                             "torch.equal = lambda *a, **k: True", before="causal_mask")),
     # tampering with test cells
     Fixture("edit_test", {"causal_mask": MASK_FLIPPED}, MASK_AND_MHA, "was edited",
             edit=lambda nb: _edit_test(nb, "test_causal_mask")),

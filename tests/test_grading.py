@@ -52,7 +52,7 @@ pytestmark = pytest.mark.xdist_group("grading")
 LIMITS = Limits(wall_s=120, cell_s=8, output_bytes=256 * 1024)
 CLASS = ["solution", "release", "missing_sqrt", "mask_flipped", "softmax_dim", "heads_merged_wrong",
          "edit_test", "delete_test", "huge_output", "os_exit", "peek_notebook", "invalid_json", "changed_metadata",
-         "extra_cell"]
+         "extra_cell", "helper_cell", "added_cell_patch"]
 RUNNER_ONLY = [n for n in BY_NAME if n not in CLASS]
 
 

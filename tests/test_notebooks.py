@@ -110,3 +110,27 @@ def test_binder_installs_cpu_torch_and_the_package():
     post_build = REPO / "binder" / "postBuild"
     assert post_build.stat().st_mode & 0o111, "postBuild must be executable"
     assert "pip install --no-deps -e ." in post_build.read_text()
+
+
+@pytest.mark.slow
+def test_the_gpt2_setting_runs_chapter_5_on_gpt2_weights(tmp_path, monkeypatch):
+    """LLMCOURSE_GPT2_FOLDER points chapter 5 at a Hugging Face GPT-2 folder: the page's
+    first cells then load those weights and GPT-2's tokenizer (a small random model saved
+    in the real format stands in for GPT-2 small)."""
+    transformers = pytest.importorskip("transformers")
+    from nbclient import NotebookClient
+
+    folder = tmp_path / "gpt2"
+    config = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, vocab_size=50257)
+    transformers.GPT2LMHeadModel(config).save_pretrained(folder)
+    notebook = nbformat.read(BOOK / "ch5_fine_tuning.ipynb", as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    upto = next(i for i, c in enumerate(code) if "model = start_model()" in c.source)
+    check = nbformat.v4.new_code_cell(
+        "print('RESULT', type(tokenizer).__name__, PAD, PREAMBLE == ft.ALPACA_PREAMBLE, "
+        "model.config.emb_dim, model.config.n_layers, model.config.vocab_size)")
+    notebook.cells = code[:upto + 1] + [check]
+    monkeypatch.setenv("LLMCOURSE_GPT2_FOLDER", str(folder))  # the kernel inherits the environment
+    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(BOOK)}}).execute()
+    printed = "".join(o.get("text", "") for o in notebook.cells[-1].outputs)
+    assert "RESULT Encoding 50256 True 32 2 50257" in printed, printed

@@ -102,7 +102,8 @@ def check_metadata(nb, assignment: Assignment) -> list[str]:
         meta = cell.get("metadata", {}).get("nbgrader")
         if not meta:
             if cell.cell_type == "code" and cell.source.strip():
-                notes.append(f"cell {index + 1} is not part of the assignment: the grader does not run it")
+                notes.append(f"cell {index + 1} was added to the notebook: the grader runs it, in its place, "
+                             f"with the answer cells (under the same rules)")
             continue
         grade_id = meta.get("grade_id")
         if grade_id not in assignment.cell_meta:
@@ -149,11 +150,20 @@ def restore(nb, assignment: Assignment, student: str):
 
 
 def runner_cells(nb) -> list[dict]:
-    """The cells the answer runner executes: answer cells and given (locked) code cells, in order."""
+    """The cells the answer runner executes, in order: answer cells, given (locked) code
+    cells, and code cells the student added (a helper used by an answer is the student's
+    code; nbgrader runs those cells too). Test cells are the grader's, never run from here."""
     cells = []
     for index, cell in enumerate(nb.cells):
         meta = cell.get("metadata", {}).get("nbgrader", {})
-        if cell.cell_type != "code" or not meta or (meta.get("grade") and not meta.get("solution")):
+        if cell.cell_type != "code":
+            continue
+        if not meta:
+            if cell.source.strip():
+                cells.append({"id": f"added cell {index + 1}", "source": cell.source, "solution": True,
+                              "added": True})
+            continue
+        if meta.get("grade") and not meta.get("solution"):
             continue
         if meta.get("solution") or meta.get("locked"):
             cells.append({"id": meta.get("grade_id", f"cell{index}"), "source": cell.source,

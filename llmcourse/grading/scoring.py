@@ -15,7 +15,7 @@ from pathlib import Path
 from .policy import runner_policy
 from .records import Assignment, CellReport, CheckCall, Report
 from .sandbox import Limits, run_isolated
-from .scan import delegation_reasons
+from .scan import cell_findings, delegation_reasons
 from .wire import WireError, decode_output, encode_inputs, read_outputs, text
 
 HERE = Path(__file__).resolve().parent
@@ -35,6 +35,22 @@ def _did_not_finish(result, why: str) -> str:
     return f"the answer code did not finish: {why}" + (f" ({text(tail[0])[:200]})" if tail[0] else "")
 
 
+def without_unrunnable_added_cells(cells: list[dict], policy: dict, report: Report) -> list[dict]:
+    """The runner's cells less those the student added that graded code could not run (a
+    plot: matplotlib is the feedback run's, not the grader's). Skipped, not charged: an
+    added cell is no answer, so its imports must not fail the answers. A name only it
+    defines is then undefined for an answer that uses it, which its call reports."""
+    kept = []
+    for cell in cells:
+        found = cell_findings(cell["source"], policy) if cell.get("added") else []
+        if found:
+            report.notes.append(f"{cell['id']} was not run by the grader: it {found[0].removeprefix('uses ')} "
+                                f"(its output still shows in the feedback; keep code your answers need out of it)")
+        else:
+            kept.append(cell)
+    return kept
+
+
 def run_answers(cells: list[dict], calls: list[CheckCall], scratch: Path, limits: Limits, report: Report):
     """Run the answer runner on ``cells`` and judge every check call. Returns {CheckCall: CheckResult}."""
     from .checks import CheckResult, judge, make_cases
@@ -42,6 +58,7 @@ def run_answers(cells: list[dict], calls: list[CheckCall], scratch: Path, limits
 
     checks = {c: get_check(c.check_id) for c in calls}
     policy = runner_policy(list(dict.fromkeys(checks.values())))
+    cells = without_unrunnable_added_cells(cells, policy, report)
     workdir = scratch / "runner"
     workdir.mkdir()
     spec = {"cells": cells, "policy": policy, "cell_timeout": limits.cell_s, "ready_file": "ready"}
