@@ -179,7 +179,8 @@ def cmd_check(args: argparse.Namespace) -> int:
               f"anyway, with process and time limits only, with --unsandboxed (only for a notebook you trust).",
               file=sys.stderr)
         return 3
-    report = check_notebook(args.notebook, args.course, limits=Limits(allow_unsandboxed=args.unsandboxed), execute=False)
+    report = check_notebook(args.notebook, args.course, limits=Limits(allow_unsandboxed=args.unsandboxed), execute=False,
+                            with_solutions=args.with_solutions)
     print(format_report(report))
     return 0 if report.status == "graded" and report.score == report.max_score else 1
 
@@ -301,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unsandboxed", action="store_true",
                    help="where bubblewrap is unavailable, run the notebook's code with process and time "
                         "limits only (for a notebook you trust) instead of refusing")
+    p.add_argument("--with-solutions", action="store_true",
+                   help="instructor: check against solutions/ (hidden checks and concept keys) instead of "
+                        "the release in exercises/")
     add_course_argument(p)
     p.set_defaults(func=cmd_check)
 

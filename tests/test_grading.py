@@ -201,11 +201,32 @@ def test_cli_check_student_notebook(tmp_path):
     path = tmp_path / "ch3" / "ch3.ipynb"
     path.parent.mkdir()
     path.write_text(notebook_text(BY_NAME["mask_flipped"]))
-    result = subprocess.run([sys.executable, "-m", "llmcourse.cli", "check", str(path)], capture_output=True,
-                            text=True, cwd=ROOT, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "llmcourse.cli", "check", str(path), "--with-solutions"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 1, result.stderr
     assert "10 / 15 points" in result.stdout and "[0/1] hidden_causal_mask" in result.stdout
     assert "a token sees the future" in result.stdout
+
+
+def test_a_students_check_never_consults_the_answer_keys(tmp_path):
+    """Without --with-solutions, ``llmcourse check`` grades against the release: a wrong
+    concept answer is not revealed (the student cannot try letters until one passes), and
+    the notebook's own visible quiz test says the answer is only recorded."""
+    keys = answer_keys("ch3")
+    wrong = {q: next(c for c in "abcd" if c != key) for q, key in keys.items()}
+    nb = json.loads(notebook_text(BY_NAME["solution"]))
+    for cell in nb["cells"]:
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if grade_id in wrong:
+            cell["source"] = f'def {grade_id}():\n    return "{wrong[grade_id]}"'
+    path = tmp_path / "ch3" / "ch3.ipynb"
+    path.parent.mkdir()
+    path.write_text(json.dumps(nb))
+    result = subprocess.run([sys.executable, "-m", "llmcourse.cli", "check", str(path)], capture_output=True,
+                            text=True, cwd=ROOT, timeout=300)
+    assert "not the right choice" not in result.stdout, result.stdout
+    assert "graded when you submit" in result.stdout
+    assert "recorded; whether it is right is graded by the hidden test" in result.stdout
 
 
 def test_source_is_the_solution():
@@ -253,6 +274,56 @@ def test_float_outputs_compared_within_the_tolerance():
     assert compare(2.0, 2, rtol=0, atol=0) is None  # an int is fine for a float
     assert "expected 0.5, got 0.6" in compare(0.5, 0.6, rtol=1e-5, atol=1e-6)
     assert compare(1.0, True, rtol=0, atol=0) is not None
+
+
+def test_a_floating_dtype_the_task_never_named_costs_nothing():
+    """float64 out for float32 in passes when the values are right; a case about the dtype
+    ("the output keeps the dtype") and bool or integer outputs still insist on it."""
+    x = torch.randn(3, 4)
+    assert compare(x, x.double(), rtol=1e-5, atol=1e-6) is None
+    assert compare((x, x), (x, x.double()), rtol=1e-5, atol=1e-6) is None
+    wrong = compare(x, (x + 1).half(), rtol=1e-5, atol=1e-6)
+    assert "values differ" in wrong and "your output is torch.float16, the reference torch.float32" in wrong
+    assert "expected dtype torch.float32, got torch.float64 (the values are right)" in compare(
+        x, x.double(), rtol=1e-5, atol=1e-6, exact_dtype=True)
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    assert "expected dtype torch.bool" in compare(mask, mask.float(), rtol=0, atol=0)
+    keeps = [c for c in make_cases(REGISTRY["ch3.scaled_dot_product_attention"], "hidden", 1) if c.exact_dtype]
+    assert len(keeps) == 1 and "keeps the dtype" in keeps[0].label
+
+    def simplified_in_float64(x):
+        weights = torch.softmax(x.double() @ x.double().transpose(-2, -1), dim=-1)
+        return weights @ x.double(), weights
+    for kind in ("visible", "hidden"):
+        result = run_check("ch3.simplified_attention", simplified_in_float64, kind)
+        assert result.passed, result.message
+
+
+def test_a_mismatch_in_a_returned_tuple_says_what_output_i_means():
+    x = torch.zeros(2)
+    problem = compare((x, x), (x, x + 1), rtol=0, atol=0)
+    assert problem.startswith("output[1]: values differ") and "the i-th value your function returns" in problem
+
+
+def test_the_padding_mask_case_always_masks_a_key():
+    for seed in range(300):
+        case = next(c for c in make_cases(REGISTRY["ch3.scaled_dot_product_attention"], "hidden", seed)
+                    if "padding mask" in c.label)
+        mask = case.args[3]
+        assert mask.any(dim=-1).all() and not mask.all(), f"seed {seed}: {mask[0].tolist()}"
+
+
+def test_a_failed_check_prints_its_report_once(capsys):
+    from llmcourse.grading import check
+
+    def wrong(x):
+        return torch.zeros_like(x), torch.zeros(x.shape[0], x.shape[0])
+    with pytest.raises(AssertionError) as raised:
+        check("ch3.simplified_attention", wrong)
+    printed = capsys.readouterr().out
+    assert printed.count("ch3.simplified_attention (visible): FAILED") == 1
+    assert "values differ" in printed and "values differ" not in str(raised.value)
+    assert "the report above" in str(raised.value)
 
 
 def test_in_notebook_check_is_not_fooled_by_writing_into_the_inputs():

@@ -40,6 +40,9 @@ class Case:
     args: tuple
     label: str
     hint: str | None = None  # said when this case fails although the plain ones pass
+    # The output's floating dtype must be the reference's (a case whose label says so, as
+    # "the output keeps the dtype"); elsewhere any floating dtype with the right values passes.
+    exact_dtype: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,12 +140,15 @@ def _max_error(expected: torch.Tensor, got: torch.Tensor) -> tuple[float, tuple[
     return float(diff.reshape(-1)[flat]), index
 
 
-def compare(expected: Output, got: Output, rtol: float, atol: float, what: str = "output") -> str | None:
+def compare(expected: Output, got: Output, rtol: float, atol: float, what: str = "output",
+            exact_dtype: bool = False) -> str | None:
     """None when ``got`` matches ``expected``; otherwise one line saying what differs.
 
-    Tensors must match in shape and dtype, and in value within ``atol + rtol * |expected|``
-    (bool and integer tensors exactly); a Python float within the same tolerance (an int
-    is accepted for it). Tuples are compared element by element.
+    Tensors must match in shape and in value within ``atol + rtol * |expected|`` (bool and
+    integer tensors exactly, and in dtype); a floating result may have another floating
+    dtype than the reference unless ``exact_dtype`` (a task that never names the dtype
+    must not cost points for it). A Python float within the same tolerance (an int is
+    accepted for it). Tuples are compared element by element.
     """
     if isinstance(expected, torch.Tensor):
         if not isinstance(got, torch.Tensor):
@@ -150,22 +156,25 @@ def compare(expected: Output, got: Output, rtol: float, atol: float, what: str =
         if got.shape != expected.shape:
             return f"{what}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}"
         values_match = _values_close(expected, got, rtol, atol)
-        if got.dtype != expected.dtype:
+        both_float = expected.dtype.is_floating_point and got.dtype.is_floating_point
+        if got.dtype != expected.dtype and (exact_dtype or not both_float):
             same = " (the values are right)" if values_match else ""
             return f"{what}: expected dtype {expected.dtype}, got {got.dtype}{same}"
         if not values_match:
             err, index = _max_error(expected, got)
+            other = f"; your output is {got.dtype}, the reference {expected.dtype}" if got.dtype != expected.dtype else ""
             return (f"{what}: values differ; largest error {err:.3g} at index {list(index)} "
                     f"(expected {expected[index].item():.6g}, got {got[index].item():.6g}; "
-                    f"tolerance atol={atol:g}, rtol={rtol:g})")
+                    f"tolerance atol={atol:g}, rtol={rtol:g}{other})")
         return None
     if isinstance(expected, tuple):
         if not isinstance(got, (tuple, list)) or len(got) != len(expected):
             return f"{what}: expected a tuple of {len(expected)}, got {_describe(got)}"
         for i, (e, g) in enumerate(zip(expected, got)):
-            problem = compare(e, g, rtol, atol, f"{what}[{i}]")
+            problem = compare(e, g, rtol, atol, f"{what}[{i}]", exact_dtype)
             if problem:
-                return problem
+                explain = "  (output[i]: the i-th value your function returns, counting from 0)"
+                return problem + explain if what == "output" else problem
         return None
     if isinstance(expected, float) and isinstance(got, (float, int)) and not isinstance(got, bool):
         if math.isclose(got, expected, rel_tol=rtol, abs_tol=atol) or (math.isnan(got) and math.isnan(expected)):
@@ -240,16 +249,17 @@ def judge(check: Check, case: Case, got: Output, kind: str, answer: str | None =
     """Compare one output of the student's function with the reference on ``case``
     (for a concept question's hidden check: with ``answer``, the key)."""
     if check.choices:
-        if kind == "visible":
+        if kind == "visible":  # the key is in no file a student has: only the form can be checked here
             ok = isinstance(got, str) and got in check.choices
-            return CaseResult(case.label, ok, "" if ok else
+            return CaseResult(case.label, ok, f"answer {got!r} recorded; whether it is right is graded by the "
+                              f"hidden test, not here" if ok else
                               f"expected one of {', '.join(map(repr, check.choices))}, got {_describe(got)}")
         if answer not in check.choices:
             raise ValueError(f"the hidden check of {check.id} needs answer= one of {check.choices}, got {answer!r}")
         ok = isinstance(got, str) and got == answer
         return CaseResult(case.label, ok, "" if ok else "not the right choice")
     expected = check.reference(*clone_args(case.args))
-    problem = compare(expected, got, check.rtol, check.atol)
+    problem = compare(expected, got, check.rtol, check.atol, exact_dtype=case.exact_dtype)
     if problem is None:
         return CaseResult(case.label, True)
     hint = diagnose(check, case, got)

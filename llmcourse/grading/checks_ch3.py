@@ -66,11 +66,12 @@ def _sdpa_cases(gen: torch.Generator, kind: str) -> list[Case]:
     q4, k7 = randn(gen, 4, 16), randn(gen, 7, 16)
     v7 = randn(gen, 7, 5)
     pad = torch.rand(7, generator=gen) > 0.3
-    pad[0] = True
+    pad[0] = True  # every query keeps a key to attend to
+    pad[1 + int(torch.randint(6, (1,), generator=gen))] = False  # and at least one key is masked
     return [
         Case((q, k, v, ref.causal_mask(T)), "4-d q, k (2, 3, 6, 16) and v (2, 3, 6, 4), causal mask"),
         Case((q4, k7, v7, pad.expand(4, 7)), "4 queries, 7 keys, a padding mask"),
-        Case((q.double(), k.double(), v.double()), "float64 inputs: the output keeps the dtype"),
+        Case((q.double(), k.double(), v.double()), "float64 inputs: the output keeps the dtype", exact_dtype=True),
         Case((q, k, v, ref.causal_mask(T), 0.5, False), "dropout=0.5 with training=False",
              hint="dropout active in eval(): with training=False the weights must not be dropped"),
     ]

@@ -192,23 +192,24 @@ def _only_notebook(folder: Path) -> str:
 # ---------------------------------------------------------------- a student's own check
 
 def check_notebook(path: str | Path, root: str | Path | None = None, limits: Limits = Limits(),
-                   execute: bool = False) -> Report:
+                   execute: bool = False, with_solutions: bool = False) -> Report:
     """``llmcourse check``: the trusted pipeline on one notebook, without a class gradebook.
 
-    The trusted source is the instructor's ``solutions/`` when present (hidden checks
-    included), otherwise the release in ``exercises/`` (visible checks only). ``root`` is
-    the course folder (default: ``$LLMCOURSE_COURSE``, else the course the notebook sits in, else
-    the current directory's).
+    The trusted source is the release in ``exercises/`` (visible checks only), so a student
+    who has the whole repository cannot try concept answers against the keys until one
+    passes; an instructor asks for ``solutions/`` (hidden checks and keys) with
+    ``with_solutions``. ``root`` is the course folder (default: ``$LLMCOURSE_COURSE``, else
+    the course the notebook sits in, else the current directory's).
     """
     path = Path(path).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"no notebook {path}")
     root = find_course(root, path.parent, Path.cwd())
     assignment = path.parent.name
-    source = next((s for s in ("solutions", "exercises") if (root / s / assignment / path.name).is_file()), None)
-    if source is None:
+    source = "solutions" if with_solutions else "exercises"
+    if not (root / source / assignment / path.name).is_file():
         raise FileNotFoundError(f"{path.name} is not a notebook of a course assignment: expected "
-                                f"{root}/exercises/{assignment}/{path.name}")
+                                f"{root}/{source}/{assignment}/{path.name}")
     try:
         data = read_untrusted(*untrusted_path(path), MAX_NOTEBOOK_BYTES)
     except UntrustedFile as e:
@@ -218,7 +219,8 @@ def check_notebook(path: str | Path, root: str | Path | None = None, limits: Lim
         trusted = load_assignment(db_url, assignment, path.stem)
         report, _ = grade_submission(data, path.name, "you", trusted, limits, execute=execute)
     if source == "exercises":
-        report.notes.append("hidden checks are not available here (no instructor source): visible checks only")
+        report.notes.append("visible checks only: the hidden checks (other shapes, edge cases, the concept "
+                            "answers) are graded when you submit")
     return report
 
 
