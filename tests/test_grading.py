@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -313,6 +314,43 @@ def test_the_padding_mask_case_always_masks_a_key():
         assert mask.any(dim=-1).all() and not mask.all(), f"seed {seed}: {mask[0].tolist()}"
 
 
+def _sdpa(q, k, v, mask=None, dropout=0.0, training=False, where="weights", rescale=True, manual=False):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    if training and dropout > 0 and where == "scores":
+        scores = torch.nn.functional.dropout(scores, dropout, training=True)
+    weights = torch.softmax(scores, dim=-1)
+    if training and dropout > 0 and where == "weights":
+        if manual:  # a valid answer written another way: its own mask and rescaling
+            weights = weights * (torch.rand_like(weights) >= dropout) / (1 - dropout)
+        else:
+            weights = torch.nn.functional.dropout(weights, dropout, training=True)
+            weights = weights if rescale else weights * (1 - dropout)
+    return weights @ v, weights
+
+
+@pytest.mark.parametrize("variant, expect", [
+    ({}, None), ({"manual": True}, None),
+    ({"where": "none"}, "apply dropout to the weights in training"),
+    ({"where": "scores"}, "after the softmax"),
+    ({"rescale": False}, "they are unscaled"),
+])
+def test_dropout_in_training_is_judged_by_what_it_must_do(variant, expect):
+    """Dropout with training=True is random: the case checks the share of zeroed weights, the
+    1/(1-p) rescaling of the others and the context, so leaving dropout out, dropping the
+    scores or forgetting the rescaling fail, and any correct way of doing it passes."""
+    def answer(*args):
+        return _sdpa(*args, **variant)
+    for seed in range(5):
+        result = run_check("ch3.scaled_dot_product_attention", answer, "hidden", seed=seed)
+        case = next(c for c in result.cases if "training=True" in c.label)
+        if expect is None:
+            assert result.passed, result.message
+        else:
+            assert not case.passed and expect in case.message, result.message
+
+
 def test_a_failed_check_prints_its_report_once(capsys):
     from llmcourse.grading import check
 
@@ -398,6 +436,8 @@ def test_solutions_pass_every_case_with_room_to_spare(chapter):
                     got = namespace[check.function_name](*clone_args(case.args))
                     expected = check.reference(*clone_args(case.args))
                     assert judge(check, case, got, kind).passed, (check.id, seed, case.label)
+                    if case.judge is not None:
+                        continue  # random by design (dropout in training): judged by its properties
                     pairs = zip(expected, got) if isinstance(expected, tuple) else [(expected, got)]
                     for e, g in pairs:
                         if isinstance(e, torch.Tensor) and e.is_floating_point():

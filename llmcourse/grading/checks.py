@@ -43,6 +43,10 @@ class Case:
     # The output's floating dtype must be the reference's (a case whose label says so, as
     # "the output keeps the dtype"); elsewhere any floating dtype with the right values passes.
     exact_dtype: bool = False
+    # For an output that is random by design (dropout in training): a function of the
+    # arguments and the output returning what is wrong (None when right), used instead of
+    # comparing with the reference's output.
+    judge: Callable[[tuple, Output], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -258,6 +262,9 @@ def judge(check: Check, case: Case, got: Output, kind: str, answer: str | None =
             raise ValueError(f"the hidden check of {check.id} needs answer= one of {check.choices}, got {answer!r}")
         ok = isinstance(got, str) and got == answer
         return CaseResult(case.label, ok, "" if ok else "not the right choice")
+    if case.judge is not None:
+        problem = case.judge(clone_args(case.args), got)
+        return CaseResult(case.label, problem is None, problem or "")
     expected = check.reference(*clone_args(case.args))
     problem = compare(expected, got, check.rtol, check.atol, exact_dtype=case.exact_dtype)
     if problem is None:

@@ -56,6 +56,36 @@ def _sdpa_variant(q, k, v, mask=None, dropout=0.0, training=False, *, scale=None
     return weights @ v, weights
 
 
+def judge_attention_dropout(args: tuple, got) -> str | None:
+    """Dropout in training is random, so its output is judged by what it must be: each
+    attention weight either zeroed or the eval-mode weight scaled by 1/(1-p), about a share
+    p of them zeroed, and the context computed from those very weights."""
+    q, k, v, mask, p, _ = args
+    if not (isinstance(got, (tuple, list)) and len(got) == 2 and all(isinstance(t, torch.Tensor) for t in got)):
+        return "expected (context, weights), two tensors"
+    context, weights = (t.double() for t in got)
+    clean = ref.scaled_dot_product_attention(q, k, v, mask)[1].double()  # eval mode: no dropout
+    if weights.shape != clean.shape:
+        return f"weights: expected shape {tuple(clean.shape)}, got {tuple(weights.shape)}"
+    kept = weights != 0
+    alive = clean > 1e-12
+    zeroed = 1 - (kept & alive).sum().item() / alive.sum().item()
+    if zeroed < p - 0.05:
+        return (f"with training=True and dropout={p}, {zeroed:.1%} of the attention weights are zero, expected "
+                f"about {p:.0%}: apply dropout to the weights in training, after the softmax")
+    if zeroed > p + 0.05:
+        return f"{zeroed:.1%} of the attention weights are zero with dropout={p}: expected about {p:.0%}"
+    scaled = clean / (1 - p)
+    if not torch.allclose(weights[kept], scaled[kept], rtol=1e-4, atol=1e-6):
+        unscaled = torch.allclose(weights[kept], clean[kept], rtol=1e-4, atol=1e-6)
+        return ("the kept weights are not the eval-mode weights times 1/(1-p)"
+                + ("; they are unscaled: dropout must rescale what it keeps" if unscaled else
+                   " (dropout belongs on the weights after the softmax, not on the scores)"))
+    if not torch.allclose(context, weights @ v.double(), rtol=1e-4, atol=1e-5):
+        return "the context is not the returned (dropped-out) weights times v"
+    return None
+
+
 def _sdpa_cases(gen: torch.Generator, kind: str) -> list[Case]:
     if kind == "visible":
         q, k, v = randn(gen, 5, 8), randn(gen, 5, 8), randn(gen, 5, 8)
@@ -74,6 +104,9 @@ def _sdpa_cases(gen: torch.Generator, kind: str) -> list[Case]:
         Case((q.double(), k.double(), v.double()), "float64 inputs: the output keeps the dtype", exact_dtype=True),
         Case((q, k, v, ref.causal_mask(T), 0.5, False), "dropout=0.5 with training=False",
              hint="dropout active in eval(): with training=False the weights must not be dropped"),
+        Case((randn(gen, 4, 32, 16), randn(gen, 4, 32, 16), randn(gen, 4, 32, 8), None, 0.4, True),
+             "dropout=0.4 with training=True (4 x 32 x 32 weights): about 40% zeroed, the rest scaled by 1/0.6",
+             judge=judge_attention_dropout),
     ]
 
 
