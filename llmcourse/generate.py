@@ -180,6 +180,13 @@ def completion_ids(
     return rows
 
 
+def split_eos(ids: list[int], eos: int | None) -> tuple[list[int], bool]:
+    """A completion from ``completion_ids`` without its final ``eos``, and whether it had one
+    (the model ended its text itself)."""
+    ended = eos is not None and bool(ids) and ids[-1] == eos
+    return (ids[:-1] if ended else ids), ended
+
+
 def generate_text(
     model,
     tokenizer,
@@ -192,6 +199,5 @@ def generate_text(
     single = isinstance(prompts, str)
     rows = completion_ids(model, tokenizer, [prompts] if single else prompts, max_new_tokens, **kwargs)
     eos = kwargs.get("eos_id", tokenizer.eot_token)
-    completions = [tokenizer.decode(row[:-1] if eos is not None and row and row[-1] == eos else row)
-                   for row in rows]
+    completions = [tokenizer.decode(split_eos(row, eos)[0]) for row in rows]
     return completions[0] if single else completions

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..files import atomic_write_bytes, read_text
-from ..generate import completion_ids
+from ..generate import completion_ids, split_eos
 from ..model import GPT, IGNORE_INDEX
 from .shared import PAD_ID, seeded_split
 
@@ -175,9 +175,8 @@ def generate_responses(model: GPT, tokenizer, records: Sequence[Mapping], max_ne
         chunk = records[start:start + batch_size]
         prompts = [format_prompt(entry, preamble) for entry in chunk]
         for entry, ids in zip(chunk, completion_ids(model, tokenizer, prompts, max_new_tokens)):  # greedy
-            ended = bool(ids) and ids[-1] == tokenizer.eot_token
-            answer = tokenizer.decode(ids[:-1] if ended else ids)
-            results.append({**entry, "model_response": answer.strip(), "ended": ended})
+            answer, ended = split_eos(ids, tokenizer.eot_token)
+            results.append({**entry, "model_response": tokenizer.decode(answer).strip(), "ended": ended})
     return results
 
 

@@ -101,10 +101,7 @@ def check_metadata(nb, assignment: Assignment) -> list[str]:
     for index, cell in enumerate(nb.cells):
         meta = cell.get("metadata", {}).get("nbgrader")
         if not meta:
-            if cell.cell_type == "code" and cell.source.strip():
-                notes.append(f"cell {index + 1} was added to the notebook: the grader runs it, in its place, "
-                             f"with the answer cells (under the same rules)")
-            continue
+            continue  # a cell the student added: scoring.without_unrunnable_added_cells notes it
         grade_id = meta.get("grade_id")
         if grade_id not in assignment.cell_meta:
             raise Rejected(f"cell {index + 1} has grade_id {grade_id!r}, which is not part of the assignment "
@@ -160,7 +157,7 @@ def runner_cells(nb) -> list[dict]:
             continue
         if not meta:
             if cell.source.strip():
-                cells.append({"id": f"added cell {index + 1}", "source": cell.source, "solution": True,
+                cells.append({"id": f"cell {index + 1}", "source": cell.source, "solution": True,
                               "added": True})
             continue
         if meta.get("grade") and not meta.get("solution"):

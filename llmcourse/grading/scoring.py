@@ -39,15 +39,20 @@ def without_unrunnable_added_cells(cells: list[dict], policy: dict, report: Repo
     """The runner's cells less those the student added that graded code could not run (a
     plot: matplotlib is the feedback run's, not the grader's). Skipped, not charged: an
     added cell is no answer, so its imports must not fail the answers. A name only it
-    defines is then undefined for an answer that uses it, which its call reports."""
+    defines is then undefined for an answer that uses it, which its call reports. Each
+    added cell gets one note saying which of the two it was."""
     kept = []
     for cell in cells:
         found = cell_findings(cell["source"], policy) if cell.get("added") else []
         if found:
-            report.notes.append(f"{cell['id']} was not run by the grader: it {found[0].removeprefix('uses ')} "
-                                f"(its output still shows in the feedback; keep code your answers need out of it)")
-        else:
-            kept.append(cell)
+            report.notes.append(f"{cell['id']} was added to the notebook but not run by the grader: it "
+                                f"{found[0].removeprefix('uses ')} (its output still shows in the feedback; keep "
+                                f"code your answers need out of it)")
+            continue
+        if cell.get("added"):
+            report.notes.append(f"{cell['id']} was added to the notebook: the grader runs it, in its place, "
+                                f"with the answer cells (under the same rules)")
+        kept.append(cell)
     return kept
 
 
