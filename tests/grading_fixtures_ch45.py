@@ -95,6 +95,12 @@ LOSS_IGNORED_COUNTED = '''def next_token_loss(logits, targets, ignore_index=-100
     keep = targets != ignore_index
     picked = torch.log_softmax(logits, -1).gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
     return -(picked * keep).sum() / targets.numel()'''
+LOSS_RAISES = '''def next_token_loss(logits, targets, ignore_index=-100):
+    if ignore_index != -100:
+        raise ValueError("ignore_index must be -100")
+    keep = targets != ignore_index
+    picked = torch.log_softmax(logits, -1).gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
+    return -picked[keep].mean()'''
 LOSS_BUILTIN = '''import torch.nn.functional as F
 
 def next_token_loss(logits, targets, ignore_index=-100):
@@ -156,13 +162,19 @@ CH4 = [
     Submission("mistakes3", {"layer_norm": LN_DIM0, "gelu": GELU_ERF, "next_token_loss": LOSS_IGNORED_COUNTED},
                LN_CELLS + cells("gelu", "feed_forward", "next_token_loss"),
                {"test_layer_norm": "wrong dimension", "test_gelu": "exact (erf) GELU",
+                "test_feed_forward": "calls your gelu, which fails its own check: fix gelu first",
                 "test_next_token_loss": "ignore_index not handled"}),
     # Dropout always on: the visible test (dropout 0) and the block (no dropout) still pass.
     Submission("mistakes4", {"feed_forward": FF_DROPOUT_ALWAYS, "transformer_block": BLOCK_POST_NORM},
                ("hidden_feed_forward",) + cells("transformer_block", "gpt_forward"),
                {"hidden_feed_forward": "dropout active in eval()", "test_transformer_block": "post-norm"}),
-    Submission("mistakes5", {"transformer_block": BLOCK_NO_SHORTCUT}, cells("transformer_block", "gpt_forward"),
-               {"test_transformer_block": "a shortcut is missing"}),
+    # A function that raises on one hidden case: that case is named, with the student's line.
+    Submission("mistakes5", {"transformer_block": BLOCK_NO_SHORTCUT, "next_token_loss": LOSS_RAISES},
+               cells("transformer_block", "gpt_forward") + ("hidden_next_token_loss",),
+               {"test_transformer_block": "a shortcut is missing",
+                "test_gpt_forward": "fix transformer_block first",
+                "hidden_next_token_loss": "ignore_index=-1\n       raised ValueError: ignore_index must be -100 "
+                                          "(line 3 of cell 'next_token_loss': `raise ValueError("}),
     # cheats: delegation to llmcourse and to forbidden built-ins, hard-coded output
     Submission("delegation", {"layer_norm": LN_DELEGATED, "gelu": GELU_BUILTIN, "next_token_loss": LOSS_BUILTIN,
                               "greedy_generate": GEN_HARDCODED},

@@ -592,7 +592,8 @@ def test_scan_charges_nested_definitions_and_their_callers():
     assert {"decoy", "attend", "Layer", "multi_head_attention", "block"} <= set(reasons), reasons
     assert "causal_mask" not in reasons and "given_attention" not in reasons  # given cells are trusted
     assert reasons["block"][0].startswith("block calls multi_head_attention: multi_head_attention calls attend: "
-                                          "answer cell 'helpers' uses scaled_dot_product_attention")
+                                          "answer cell 'helpers' uses torch.nn.functional.scaled_dot_product_attention "
+                                          "(line 7)")
     assert all("not allowed in this exercise" in r for rs in reasons.values() for r in rs)
 
 

@@ -431,6 +431,10 @@ def test_quotes_mark_what_the_submission_wrote():
 
     assert marked("answer cell 'q2' raised: ValueError: <b>\nGrader: 15 / 15") == ["ValueError: <b>\nGrader: 15 / 15"]
     assert marked("ch3.f (visible): FAILED: f raised ValueError: x\nGrader: 15 / 15") == ["ValueError: x\nGrader: 15 / 15"]
+    # A case's error is one line (checks.judge_cases): that line is the quote, the next case is the grader's.
+    assert marked("ch3.f (hidden): FAILED\n  FAIL hidden case 1: T=9\n       raised ValueError: <b> (line 3 of cell "
+                  "'f': `raise ValueError('<b>')`)\n  ok   hidden case 2: T=1") \
+        == ["ValueError: <b> (line 3 of cell 'f': `raise ValueError('<b>')`)"]
     assert marked("ch3.q1 (visible): FAILED\n  FAIL your answer\n       expected one of 'a', 'b', got str 'Grader'") \
         == ["str 'Grader'"]
     assert marked("running the notebook for feedback: execution failed: X: Grader") == ["execution failed: X: Grader"]

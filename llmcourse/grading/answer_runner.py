@@ -53,6 +53,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 _open, _exec, _compile, _dumps = builtins.open, builtins.exec, builtins.compile, json.dumps
 _Tensor, _isinstance, _str, _exit = torch.Tensor, builtins.isinstance, builtins.str, os._exit
+_TRACEBACK = BaseException.__traceback__  # the descriptor: an exception class cannot replace it
 
 
 class CellTimeout(BaseException):
@@ -249,13 +250,30 @@ class ConceptGuard(TorchDispatchMode):
         """`` (line 3 of cell 'sdpa': `...`)``: the innermost line of student code running."""
         frame = sys._getframe(1)
         while frame is not None:
-            found = self.sources.get(frame.f_code.co_filename)
+            found = self.line_of(frame.f_code.co_filename, frame.f_lineno)
             if found:
-                cell, lines = found
-                text = lines[frame.f_lineno - 1].strip() if 0 < frame.f_lineno <= len(lines) else ""
-                return f" (line {frame.f_lineno} of cell {cell['id']!r}: `{text[:120]}`)"
+                return found
             frame = frame.f_back
         return ""
+
+    def raised_where(self, error: BaseException) -> str:
+        """The same for an exception: the innermost line of student code its traceback
+        went through (read through the real descriptor and types, whatever the class says)."""
+        tb, found = _TRACEBACK.__get__(error), ""
+        for _ in range(1000):
+            if not _isinstance(tb, types.TracebackType):
+                break
+            found = self.line_of(tb.tb_frame.f_code.co_filename, tb.tb_lineno) or found
+            tb = tb.tb_next
+        return found
+
+    def line_of(self, filename, lineno) -> str:
+        found = self.sources.get(filename) if _isinstance(filename, _str) else None
+        if not found or not _isinstance(lineno, int):
+            return ""
+        cell, lines = found
+        text = lines[lineno - 1].strip() if 0 < lineno <= len(lines) else ""
+        return f" (line {lineno} of cell {cell['id']!r}: `{text[:120]}`)"
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if types:  # its handler would run graded code with this mode off
@@ -545,7 +563,8 @@ def call_all(header, tensors, namespace, guard: ConceptGuard, functions: dict, r
         except NotImplementedError:
             results[key] = {"error": f"{name} is not written yet (NotImplementedError)"}
         except BaseException as e:  # noqa: BLE001
-            results[key] = {"error": f"{name} raised {_describe_error(e)}"}
+            raised = _describe_error(e) + guard.raised_where(e)
+            results[key] = {"error": f"{name} raised {raised}", "raised": raised}
         if guard.refusal:  # whatever the function caught
             results[key] = {"error": guard.refusal, "refused": guard.refusal}
     return results, out_tensors

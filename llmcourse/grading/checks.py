@@ -39,7 +39,12 @@ class Case:
 
     args: tuple
     label: str
-    hint: str | None = None  # said when this case fails although the plain ones pass
+    # ``hint`` is said when this case fails while the case labelled ``base`` (in the same
+    # list) passes: ``base`` differs from this one only in what the hint is about (the same
+    # inputs with training=False, the logits less 1000), so that difference is the cause.
+    # When both fail, the plain evidence is all the student gets.
+    hint: str | None = None
+    base: str | None = None
     # The output's floating dtype must be the reference's (a case whose label says so, as
     # "the output keeps the dtype"); elsewhere any floating dtype with the right values passes.
     exact_dtype: bool = False
@@ -82,6 +87,14 @@ class Check:
     choices: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Raised:
+    """A call of the student's function that raised instead of returning: the error, and
+    the line of the student's code it came from when known."""
+
+    message: str
+
+
 @dataclass
 class CaseResult:
     label: str
@@ -98,15 +111,18 @@ class CheckResult:
     passed: bool
     cases: list[CaseResult] = field(default_factory=list)
     reason: str = ""  # set when the check could not run at all (missing function, cheat)
+    notes: list[str] = field(default_factory=list)  # e.g. that a function it calls fails its own check
 
     @property
     def message(self) -> str:
         if self.reason:
-            return f"{self.check_id} ({self.kind}): FAILED: {self.reason}"
-        lines = [f"{self.check_id} ({self.kind}): {'passed' if self.passed else 'FAILED'}"]
-        for case in self.cases:
+            lines = [f"{self.check_id} ({self.kind}): FAILED: {self.reason}"]
+        else:
+            lines = [f"{self.check_id} ({self.kind}): {'passed' if self.passed else 'FAILED'}"]
+        for case in [] if self.reason else self.cases:
             mark = "ok  " if case.passed else "FAIL"
             lines.append(f"  {mark} {case.label}" + (f"\n       {case.message}" if case.message else ""))
+        lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 
@@ -134,6 +150,7 @@ def _max_error(expected: torch.Tensor, got: torch.Tensor) -> tuple[float, tuple[
     """The largest absolute difference and its index (NaN or inf where there should be none counts as inf)."""
     diff = (got.double() - expected.double()).abs()
     diff = torch.where(torch.isnan(diff) | torch.isinf(diff), torch.full_like(diff, math.inf), diff)
+    diff = torch.where(got.double() == expected.double(), torch.zeros_like(diff), diff)  # equal infinities
     if torch.isnan(expected.double()).any():  # NaN in the reference: equal NaNs are no error
         both_nan = torch.isnan(expected.double()) & torch.isnan(got.double())
         diff = torch.where(both_nan, torch.zeros_like(diff), diff)
@@ -270,16 +287,45 @@ def judge(check: Check, case: Case, got: Output, kind: str, answer: str | None =
     if problem is None:
         return CaseResult(case.label, True)
     hint = diagnose(check, case, got)
-    if hint is None and case.hint:
-        hint = case.hint
-    return CaseResult(case.label, False, problem + (f"\n       likely cause: {hint}" if hint else ""))
+    return CaseResult(case.label, False, problem + (f"{LIKELY}{hint}" if hint else ""))
+
+
+LIKELY = "\n       likely cause: "
+
+
+def judge_cases(check: Check, cases: list[Case], outputs: list, kind: str,
+                answer: str | None = None) -> list[CaseResult]:
+    """Judge each case's output (a ``Raised`` where the call raised), then add a failed
+    case's own hint where no typical mistake was recognised and its ``base`` case passed:
+    the one thing between the two is then what is wrong (also when this one raised). What a
+    call raised is kept on one line: the feedback quotes that line as the submission's."""
+    results = [CaseResult(case.label, False, "raised " + " ".join(out.message.splitlines())) if isinstance(out, Raised)
+               else judge(check, case, out, kind, answer) for case, out in zip(cases, outputs)]
+    passed = {case.label for case, result in zip(cases, results) if result.passed}
+    for case, result in zip(cases, results):
+        if case.hint and not result.passed and case.base in passed and LIKELY not in result.message:
+            result.message += LIKELY + case.hint
+    return results
+
+
+def depends_note(function_name: str, helper: str) -> str:
+    """What a failed check says when the student's function calls another of the student's
+    functions that fails its own check: the likely cause, to be fixed first."""
+    return (f"your {function_name} calls your {helper}, which fails its own check: fix {helper} first "
+            f"(its report says how), then check {function_name} again")
 
 
 def make_cases(check: Check, kind: str, seed: int) -> list[Case]:
     """The cases of ``kind`` for ``check``, drawn from a generator seeded with ``seed``."""
     if kind not in ("visible", "hidden"):
         raise ValueError(f"kind must be 'visible' or 'hidden', got {kind!r}")
-    return check.draw_cases(torch.Generator().manual_seed(seed), kind)
+    cases = check.draw_cases(torch.Generator().manual_seed(seed), kind)
+    labels = [case.label for case in cases]
+    for case in cases:
+        if case.hint and case.base not in labels:
+            raise ValueError(f"{check.id}: the case {case.label!r} has a hint but its base {case.base!r} is not "
+                             f"one of its cases {labels}")
+    return cases
 
 
 # ---------------------------------------------------------------- random inputs

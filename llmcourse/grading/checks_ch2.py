@@ -44,7 +44,8 @@ def _merge_cases(gen: torch.Generator, kind: str) -> list[Case]:
     x = randint(gen, 0, 256)
     return [
         Case(([x] * 5, [x, x], 256), f"[{x}] * 5, pair [{x}, {x}]: two merges and one left over",
-             hint="overlapping pairs: scan left to right and skip both ids of a merged pair"),
+             hint="overlapping pairs: scan left to right and skip both ids of a merged pair",
+             base="ids above 255 (earlier merges), pair [300, 301]"),
         Case((ids, [300, 301], 302), "ids above 255 (earlier merges), pair [300, 301]"),
         Case((ids, [ids[-7], ids[-6]], 400), "a pair that ends the list"),
         Case(([x], [x, x], 256), "a single id: nothing to merge"),
@@ -129,9 +130,12 @@ def _frequent_cases(gen: torch.Generator, kind: str) -> list[Case]:
                      f"a run of three {x}: ({x}, {x}) occurs twice (overlapping), as do two other pairs")]
     ids, _ = _tied_ids(gen, 4, 3)
     x = randint(gen, 0, 50)
+    a, b = randint(gen, 60, 130), randint(gen, 130, 200)
     return [
         Case((ids,), "4 pairs tie with 3 occurrences each",
-             hint="ties go to the smallest pair: compare the first ids, then the second"),
+             hint="ties go to the smallest pair: compare the first ids, then the second",
+             base="a clear winner: one pair occurs 3 times, no other more than twice"),
+        Case(([a, b] * 3 + [x],), "a clear winner: one pair occurs 3 times, no other more than twice"),
         Case(([x, x, x, 200, 201, 200, 201],), "(x, x) twice by overlapping, (200, 201) twice"),
         Case((_byte_ids(gen, 60, 4),), "60 random ids from 4 values"),
         Case(([x, 300],), "two ids: one pair"),
@@ -284,10 +288,12 @@ def _softmax_cases(gen: torch.Generator, kind: str) -> list[Case]:
                 Case((randn(gen, 4, 6) * 3, 0), "logits (4, 6), dim=0")]
     masked = randn(gen, 3, 8) * 2
     masked[:, 5:] = float("-inf")
+    plain = randn(gen, 2, 6) * 5
     return [
-        Case((randn(gen, 2, 6) * 5 + 1000,), "large logits (around 1000)",
+        Case((plain,), "logits (2, 6)"),
+        Case((plain + 1000,), "the same logits plus 1000",
              hint="exp overflows for large logits (exp(1000) is inf, inf / inf is nan): subtract the largest "
-                  "logit first, which does not change the result"),
+                  "logit first, which does not change the result", base="logits (2, 6)"),
         Case((randn(gen, 2, 3, 4), 1), "logits (2, 3, 4), dim=1"),
         Case((masked,), "logits with -inf entries (filtered tokens get probability 0)"),
         Case((randn(gen, 5, 7, dtype=torch.float64),), "float64 logits: the output keeps the dtype", exact_dtype=True),
@@ -345,7 +351,7 @@ def _top_k_cases(gen: torch.Generator, kind: str) -> list[Case]:
     if kind == "hidden":
         tied = torch.tensor([[1.0, 3.0, 2.0, 3.0, 0.5, 3.0]])
         cases.append(Case((tied, 2), "ties: three logits equal the 2nd largest, k=2",
-                          hint="ties: every logit equal to the k-th largest is kept"))
+                          hint="ties: every logit equal to the k-th largest is kept", base=cases[0].label))
         cases.append(Case((randn(gen, 2, 5), 9), "k=9 larger than the vocabulary of 5: keep everything"))
     return cases
 
@@ -369,24 +375,25 @@ register(Check(
 ))
 
 
-def _exact_tie(gen: torch.Generator, p: float) -> Case:
+def _exact_tie(gen: torch.Generator, p: float, base: str) -> Case:
     """Probabilities 1/2, 1/4, 1/8, 1/8 exactly (exp of ln 4, ln 2, 0 is exact in float32 and
     float64), so every way of summing them reaches p exactly: the tie rule decides."""
     logits = torch.tensor([[0.0, math.log(4), 0.0, math.log(2)]])[:, torch.randperm(4, generator=gen)]
     return Case((logits, p), f"exact tie: probabilities 1/2, 1/4, 1/8, 1/8 and p={p}",
                 hint="a token is needed only while the more likely tokens sum to less than p: when they "
-                     "already sum to exactly p, drop it")
+                     "already sum to exactly p, drop it", base=base)
 
 
 def _top_p_cases(gen: torch.Generator, kind: str) -> list[Case]:
     cases = _with(gen, kind, "p=", (0.8,) if kind == "visible" else (0.9, 0.5, 0.3))
     if kind == "visible":
-        return cases + [_exact_tie(gen, 0.5)]
+        return cases + [_exact_tie(gen, 0.5, base=cases[0].label)]
     cases.append(Case((randn(gen, 2, 6) + torch.tensor([6.0, 0, 0, 0, 0, 0]), 0.05),
                       "p=0.05, smaller than the top token's probability: keep the top token",
-                      hint="the most likely token is always kept, even when its probability alone exceeds p"))
+                      hint="the most likely token is always kept, even when its probability alone exceeds p",
+                      base=cases[0].label))
     cases.append(Case((randn(gen, 2, 9), 1.0), "p=1.0: keep everything"))
-    return cases + [_exact_tie(gen, 0.75)]
+    return cases + [_exact_tie(gen, 0.75, base=cases[0].label)]
 
 
 def _top_p_variant(logits, p, *, include_crossing=True, sort=True, strict=False):

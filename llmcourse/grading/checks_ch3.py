@@ -98,12 +98,13 @@ def _sdpa_cases(gen: torch.Generator, kind: str) -> list[Case]:
     pad = torch.rand(7, generator=gen) > 0.3
     pad[0] = True  # every query keeps a key to attend to
     pad[1 + int(torch.randint(6, (1,), generator=gen))] = False  # and at least one key is masked
+    causal = "4-d q, k (2, 3, 6, 16) and v (2, 3, 6, 4), causal mask"
     return [
-        Case((q, k, v, ref.causal_mask(T)), "4-d q, k (2, 3, 6, 16) and v (2, 3, 6, 4), causal mask"),
+        Case((q, k, v, ref.causal_mask(T)), causal),
         Case((q4, k7, v7, pad.expand(4, 7)), "4 queries, 7 keys, a padding mask"),
         Case((q.double(), k.double(), v.double()), "float64 inputs: the output keeps the dtype", exact_dtype=True),
-        Case((q, k, v, ref.causal_mask(T), 0.5, False), "dropout=0.5 with training=False",
-             hint="dropout active in eval(): with training=False the weights must not be dropped"),
+        Case((q, k, v, ref.causal_mask(T), 0.5, False), "the same inputs with dropout=0.5 and training=False",
+             hint="dropout active in eval(): with training=False the weights must not be dropped", base=causal),
         Case((randn(gen, 4, 32, 16), randn(gen, 4, 32, 16), randn(gen, 4, 32, 8), None, 0.4, True),
              "dropout=0.4 with training=True (4 x 32 x 32 weights): about 40% zeroed, the rest scaled by 1/0.6",
              judge=judge_attention_dropout),

@@ -142,10 +142,13 @@ def _ff_args(gen, B, T, d, f, dtype=torch.float32):
 def _ff_cases(gen, kind):
     if kind == "visible":
         return [Case(_ff_args(gen, 2, 3, 4, 16), "x (2, 3, 4), W1 (4, 16), W2 (16, 4)")]
+    args = _ff_args(gen, 2, 4, 4, 8)
     return [Case(_ff_args(gen, 1, 5, 6, 10), "x (1, 5, 6), hidden width 10"),
             Case(_ff_args(gen, 2, 2, 8, 32, torch.float64), "float64"),
-            Case(_ff_args(gen, 2, 4, 4, 8) + (0.5, False), "dropout=0.5 with training=False",
-                 hint="dropout active in eval(): with training=False nothing may be dropped"),
+            Case(args, "x (2, 4, 4), hidden width 8"),
+            Case(args + (0.5, False), "the same inputs with dropout=0.5 and training=False",
+                 hint="dropout active in eval(): with training=False nothing may be dropped",
+                 base="x (2, 4, 4), hidden width 8"),
             Case(_ff_args(gen, 1, 3, 4, 8) + (0.0, True), "training=True with dropout=0")]
 
 
@@ -344,10 +347,12 @@ def _loss_cases(gen, kind):
                 Case(_loss_args(gen, 2, 5, 7, n_ignored=3), "targets (2, 5) with three -100 (padding)")]
     return [Case(_loss_args(gen, 1, 6, 50, dtype=torch.float64), "float64 logits (1, 6, 50)"),
             Case(_loss_args(gen, 3, 4, 5, n_ignored=11), "all but one target are -100",
-                 hint="positions whose target is ignore_index must be left out of the mean"),
+                 hint="positions whose target is ignore_index must be left out of the mean",
+                 base="float64 logits (1, 6, 50)"),
             Case(_loss_args(gen, 2, 3, 6, n_ignored=2, ignore_index=-1), "ignore_index=-1"),
             Case(_loss_args(gen, 2, 4, 6, n_ignored=3)[:2], "ignore_index left at its default (-100)",
-                 hint="the default of ignore_index must be -100, the value padding targets carry")]
+                 hint="the default of ignore_index must be -100, the value padding targets carry",
+                 base="all but one target are -100")]
 
 
 def _loss_shifted_again(logits, targets, ignore_index=-100):

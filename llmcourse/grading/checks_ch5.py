@@ -135,7 +135,8 @@ def _collate_cases(gen, kind):
             Case(_collate_args(gen, [3, 1], max_length=10), "max_length longer than the batch"),
             Case((_collate_args(gen, [4, 2, 3])[0],), "only the batch given: pad_id, ignore_index and "
                  "max_length at their defaults (50256, -100, None)",
-                 hint="check the defaults: pad_id=50256, ignore_index=-100, max_length=None")]
+                 hint="check the defaults: pad_id=50256, ignore_index=-100, max_length=None",
+                 base="max_length longer than the batch")]
 
 
 register(Check(

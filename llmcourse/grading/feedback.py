@@ -318,7 +318,8 @@ def make_inert(nb, page: Page) -> None:
 # each are the grader's (scoring.py, grade.py, checks.py), the quoted part is not.
 QUOTES = [
     re.compile(r"^answer cell '[^'\n]*' raised: (?P<q>.+)", re.S),  # a cell's exception, to the end
-    re.compile(r"\braised (?P<q>.+)\Z", re.S),  # "FAILED: f raised ValueError: ...", the message's end
+    re.compile(r"FAILED: \w+ raised (?P<q>.+)\Z", re.S),  # "FAILED: f raised ValueError: ...", the message's end
+    re.compile(r"^ +raised (?P<q>.*)$", re.M),  # a case's "raised ValueError: ... (line 3 ...)", one line
     # what the feedback run (inside the sandbox) said about itself
     re.compile(r"^running the notebook for feedback: (?!executing the notebook failed)(?P<q>.+)", re.S),
     re.compile(r"could not be read \((?P<q>.+)\)\Z", re.S),

@@ -15,3 +15,8 @@ def get_check(check_id: str) -> Check:
         return REGISTRY[check_id]
     except KeyError:
         raise KeyError(f"unknown check {check_id!r}; known: {', '.join(sorted(REGISTRY))}") from None
+
+
+def checks_of_chapter(chapter: str) -> list[Check]:
+    """The checks of one chapter (``"ch4"``), in the order they were registered."""
+    return [check for check_id, check in REGISTRY.items() if check_id.split(".")[0] == chapter]

@@ -63,46 +63,56 @@ def _strings(tree: ast.AST) -> list[str]:
             if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings]
 
 
-def _banned_names(policy: dict) -> dict[str, str]:
-    """Squashed name -> reason, for ``llmcourse`` and every concept's built-ins."""
-    banned = {"llmcourse": _LLMCOURSE}
+def _banned_names(policy: dict) -> dict[str, str | None]:
+    """Squashed name -> the concept its built-in computes, for every concept's built-ins
+    (``None`` for ``llmcourse``): ``F.layer_norm`` and ``nn.LayerNorm`` squash alike."""
+    banned: dict[str, str | None] = {"llmcourse": None}
     for concept, spec in policy["concepts"].items():
         for dotted in spec["entry_points"]:
-            name = dotted.rsplit(".", 1)[1]
-            banned.setdefault(_squash(name), f"uses {name}, which is not allowed in this exercise: it asks you "
-                                             f"to write {concept} with tensor operations")
+            banned.setdefault(_squash(dotted.rsplit(".", 1)[1]), concept)
     return banned
 
 
-def _name_findings(tree: ast.Module, banned: dict[str, str]) -> list[str]:
-    """Reasons for every banned name used as an attribute, a module or imported name, or in strings."""
+def _banned_reason(written: str, concept: str | None) -> str:
+    """Why ``written`` (the name as the cell spells it) is refused."""
+    if concept is None:
+        return _LLMCOURSE
+    return (f"uses {written}, which is not allowed in this exercise: it asks you to write {concept} "
+            f"with tensor operations")
+
+
+def _name_findings(tree: ast.Module, banned: dict[str, str | None]) -> list[str]:
+    """Reasons for every banned name used as an attribute, a module or imported name, or in
+    strings, each naming what the cell wrote."""
     found: dict[str, str] = {}
 
-    def flag(name: str) -> None:
-        """``name``: one identifier or a dotted path; any part equal to a banned name counts."""
+    def flag(name: str, written: str | None = None, line: int | None = None) -> None:
+        """``name``: one identifier or a dotted path; any part equal to a banned name counts.
+        ``written``: how the cell spells it (``F.layer_norm``), ``line`` where."""
         for part in name.split("."):
             for squashed in (_squash(part), _squash(part)[::-1]):
                 if squashed in banned:
-                    found.setdefault(squashed, banned[squashed])
+                    said = (written or part)[:80] + (f" (line {line})" if line else "")
+                    found.setdefault(squashed, _banned_reason(said, banned[squashed]))
 
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute):
-            flag(node.attr)
+            flag(node.attr, ast.unparse(node), node.lineno)
         elif isinstance(node, ast.Name) and _squash(node.id) == "llmcourse":
-            flag(node.id)
+            flag(node.id, line=node.lineno)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             for alias in node.names:
-                flag(alias.name)
+                flag(alias.name, line=node.lineno)
             if isinstance(node, ast.ImportFrom) and node.module:
-                flag(node.module)
+                flag(node.module, line=node.lineno)
     names = [text.strip() for text in _strings(tree) if _NAME_LIKE.fullmatch(text.strip())]
     for text in names:
-        flag(text)
+        flag(text, repr(text))
     glued = _squash("".join(names))  # pieces glued together at run time
-    for key, reason in banned.items():
+    for key, concept in banned.items():
         if (key in glued or key in glued[::-1]) and not any(key in _squash(t) or key in _squash(t)[::-1]
                                                              for t in names):
-            found.setdefault(key, reason)
+            found.setdefault(key, _banned_reason(" + ".join(repr(t) for t in names), concept))
     return list(found.values())
 
 
@@ -188,6 +198,16 @@ def _references(tree: ast.Module) -> dict[str, set[str]]:
     return refs
 
 
+def references(cells: list[dict]) -> dict[str, set[str]]:
+    """Name -> the names its definitions read, over all ``cells`` (``{"source", ...}``):
+    which of the notebook's functions each function calls."""
+    refs: dict[str, set[str]] = {}
+    for tree in filter(None, (_parse(cell["source"]) for cell in cells)):
+        for name, used in _references(tree).items():
+            refs.setdefault(name, set()).update(used)
+    return refs
+
+
 def delegation_reasons(cells: list[dict], policy: dict) -> dict[str, list[str]]:
     """Function name -> why it delegates the work ("*": every function, for a cell that
     defines none). ``cells``: the runner's (``{"id", "source", "solution"}``, answer and
@@ -199,12 +219,10 @@ def delegation_reasons(cells: list[dict], policy: dict) -> dict[str, list[str]]:
     trees = [(cell, _parse(cell["source"])) for cell in cells]
     bound = frozenset().union(*(_bound_names(tree) for _, tree in trees if tree))
     reasons: dict[str, list[str]] = {}
-    refs: dict[str, set[str]] = {}
+    refs = references(cells)
     for cell, tree in trees:
         if tree is None:
             continue
-        for name, used in _references(tree).items():
-            refs.setdefault(name, set()).update(used)
         found = cell_findings(cell["source"], policy, bound) if cell["solution"] else []
         for name in (defined_names(tree) or {"*"}) if found else ():
             reasons.setdefault(name, []).extend(f"answer cell {cell['id']!r} {r}" for r in found)

@@ -15,7 +15,7 @@ from pathlib import Path
 from .policy import runner_policy
 from .records import Assignment, CellReport, CheckCall, Report
 from .sandbox import Limits, run_isolated
-from .scan import cell_findings, delegation_reasons
+from .scan import cell_findings, delegation_reasons, references
 from .wire import WireError, decode_output, encode_inputs, read_outputs, text
 
 HERE = Path(__file__).resolve().parent
@@ -58,7 +58,7 @@ def without_unrunnable_added_cells(cells: list[dict], policy: dict, report: Repo
 
 def run_answers(cells: list[dict], calls: list[CheckCall], scratch: Path, limits: Limits, report: Report):
     """Run the answer runner on ``cells`` and judge every check call. Returns {CheckCall: CheckResult}."""
-    from .checks import CheckResult, judge, make_cases
+    from .checks import CheckResult, Raised, judge_cases, make_cases
     from .registry import get_check
 
     checks = {c: get_check(c.check_id) for c in calls}
@@ -96,18 +96,38 @@ def run_answers(cells: list[dict], calls: list[CheckCall], scratch: Path, limits
             res.passed, res.reason = False, "; ".join(dict.fromkeys(why))
             results[call] = res
             continue
-        for i, case in enumerate(cases[call]):
+        got = []
+        for i in range(len(cases[call])):
             out = outputs.get(f"c{n}.{i}", {"error": "no output"})
-            if "error" in out or "output" not in out:
+            if isinstance(out.get("raised"), str) and "refused" not in out:  # the student's own error
+                got.append(Raised(text(out["raised"])))
+            elif "error" in out or "output" not in out:  # not defined, refused, timed out: the whole check
                 res.passed, res.reason = False, text(out.get("error", "no output"))
                 break
-            outcome = judge(check, case, decode_output(out["output"], tensors), call.kind, call.answer)
-            if call.kind == "hidden":  # say which hidden check failed and why, never its inputs' values
+            else:
+                got.append(decode_output(out["output"], tensors))
+        if not res.reason:
+            res.cases = judge_cases(check, cases[call], got, call.kind, call.answer)
+            res.passed = all(case.passed for case in res.cases)
+        if call.kind == "hidden":  # say which hidden check failed and why, never its inputs' values
+            for i, (case, outcome) in enumerate(zip(cases[call], res.cases)):
                 outcome.label = f"hidden case {i + 1}: {case.label}"
-            res.cases.append(outcome)
-            res.passed &= outcome.passed
         results[call] = res
+    note_failing_helpers(results, checks, references(cells))
     return results
+
+
+def note_failing_helpers(results: dict, checks: dict, refs: dict[str, set[str]]) -> None:
+    """A failed check whose function calls another graded function of the notebook that
+    fails its own check says so: that one is the likely cause, to fix first."""
+    from .checks import depends_note
+
+    failing = {checks[call].function_name for call, res in results.items() if not res.passed}
+    for call, res in results.items():
+        name = checks[call].function_name
+        if not res.passed:
+            res.notes += [depends_note(name, helper) for helper in sorted(refs.get(name, set()) & failing)
+                          if helper != name]
 
 
 def score_cells(assignment: Assignment, results: dict, report: Report) -> None:
