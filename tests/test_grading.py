@@ -332,7 +332,7 @@ def _sdpa(q, k, v, mask=None, dropout=0.0, training=False, where="weights", resc
 
 @pytest.mark.parametrize("variant, expect", [
     ({}, None), ({"manual": True}, None),
-    ({"where": "none"}, "apply dropout to the weights in training"),
+    ({"where": "none"}, "apply dropout to the weights, after the softmax, in training"),
     ({"where": "scores"}, "after the softmax"),
     ({"rescale": False}, "they are unscaled"),
 ])

@@ -1,4 +1,5 @@
-"""Feedback a student can trust: a hint is given only where it is the cause.
+"""Feedback a student can trust: a hint is given only where it is the cause, and no wrong
+code scores full marks.
 
 A case's own hint (``Case.hint``) is said only when its ``base`` case, which differs from
 it in nothing but what the hint is about, passes. Each hinted case is tried here with a
@@ -18,16 +19,15 @@ import torch.nn.functional as F
 
 from llmcourse.grading import run_check
 from llmcourse.grading.checks import LIKELY, Raised, clone_args, judge_cases, make_cases
-from llmcourse.grading.checks_ch1 import _pairs_unshifted, reference_next_token_pairs
+from llmcourse.grading.checks_ch1 import _pairs_unshifted
 from llmcourse.grading.checks_ch2 import (
     _largest,
     _merge_overlapping,
     _softmax_naive,
     _top_p_variant,
     reference_merge_pair,
-    reference_most_frequent_pair,
 )
-from llmcourse.grading.checks_ch4 import reference_feed_forward, reference_next_token_loss
+from llmcourse.grading.checks_ch4 import reference_next_token_loss
 from llmcourse.grading.checks_ch5 import _collate_variant, reference_instruction_collate
 from llmcourse.grading.policy import runner_policy
 from llmcourse.grading.registry import REGISTRY, get_check
@@ -268,3 +268,98 @@ def test_a_case_that_raises_names_the_case_and_the_students_line():
 def test_a_forbidden_builtin_is_named_as_the_student_wrote_it(code, named):
     found = cell_findings(code, runner_policy([get_check("ch4.layer_norm")]))
     assert found and found[0].startswith(named) and "LayerNorm" not in found[0].replace(named, ""), found
+
+
+# ---------------------------------------------------------------- what the cases must catch
+
+def feed_forward_dropout(x, W1, b1, W2, b2, dropout=0.0, training=False, *, where="output", rescale=True):
+    h = x @ W1 + b1
+    h = 0.5 * h * (1 + torch.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h ** 3)))
+    if training and dropout > 0 and where == "hidden":
+        h = F.dropout(h, dropout, training=True)
+    out = h @ W2 + b2
+    if training and dropout > 0 and where == "output":
+        out = F.dropout(out, dropout, training=True) * (1 if rescale else 1 - dropout)
+    if training and dropout > 0 and where == "manual":
+        out = out * (torch.rand_like(out) >= dropout) / (1 - dropout)
+    return out
+
+
+@pytest.mark.parametrize("variant, expect", [
+    ({}, None), ({"where": "manual"}, None),
+    ({"where": "none"}, "apply dropout to the output, after the second layer, in training"),
+    ({"where": "hidden"}, "0.0% of the outputs are zero, expected about 40%: apply dropout to the output"),
+    ({"rescale": False}, "they are unscaled"),
+])
+def test_feed_forward_dropout_in_training_is_graded(variant, expect):
+    """ch4: leaving dropout out, dropping the hidden layer or not rescaling fail; a hand-made mask passes."""
+    for seed in range(5):
+        result = run_check("ch4.feed_forward", lambda *a: feed_forward_dropout(*a, **variant), "hidden", seed=seed)
+        case = next(c for c in result.cases if "training=True (" in c.label)
+        if expect is None:
+            assert result.passed, result.message
+        else:
+            assert not case.passed and expect in case.message, result.message
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_adamw_with_eps_inside_the_square_root_fails_a_visible_case_on_every_draw(seed):
+    from llmcourse.grading.checks_ch4 import _adamw_variant
+
+    result = run_check("ch4.adamw_step", lambda *a: _adamw_variant(*a, eps_inside=True), seed=seed)
+    assert not result.passed and "eps inside the square root" in result.message, result.message
+
+
+MERGE_IN_PLACE = '''def merge_pair(ids, pair, new_id):
+    i = 0
+    while i < len(ids) - 1:
+        if ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            ids[i:i + 2] = [new_id]
+        i += 1
+    return ids'''
+MERGE_COPY = "def merge_pair(ids, pair, new_id):\n    ids = list(ids)\n" + MERGE_IN_PLACE.split("\n", 1)[1]
+ADAMW_IN_PLACE = '''def adamw_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    param.mul_(1 - lr * weight_decay)
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad * grad
+    m_hat, v_hat = m / (1 - beta1 ** step), v / (1 - beta2 ** step)
+    return param - lr * m_hat / (v_hat.sqrt() + eps), m, v'''
+ADAMW_COPY = ADAMW_IN_PLACE.replace("param.mul_(1 - lr * weight_decay)", "param = param * (1 - lr * weight_decay)")
+
+
+def _defined(source: str):
+    namespace = {"torch": torch}
+    exec(source, namespace)  # noqa: S102 -- a student's cell
+    return namespace[source.split("(", 1)[0].removeprefix("def ")]
+
+
+@pytest.mark.parametrize("check_id, wrong, right, named", [
+    ("ch2.merge_pair", MERGE_IN_PLACE, MERGE_COPY, "changed its input ids in place"),
+    ("ch4.adamw_step", ADAMW_IN_PLACE, ADAMW_COPY, "changed its input param in place"),
+])
+def test_a_function_that_changes_its_inputs_fails_where_the_task_forbids_it(check_id, wrong, right, named):
+    """In the notebook: the right values, but the inputs written into, fail; a copy passes."""
+    for kind in ("visible", "hidden"):
+        result = run_check(check_id, _defined(wrong), kind, seed=3)
+        assert not result.passed and named in result.message, result.message
+        assert run_check(check_id, _defined(right), kind, seed=3).passed
+
+
+def test_the_grader_sees_inputs_changed_in_the_answer_runner(tmp_path):
+    """The same in the sandbox: the runner sends the arguments back, the parent compares them."""
+    from llmcourse.grading.records import CheckCall, Report
+    from llmcourse.grading.sandbox import Limits
+    from llmcourse.grading.scoring import run_answers
+
+    given = {"id": "imports", "source": "import torch", "solution": False}
+    calls = [CheckCall("ch2.merge_pair", "hidden"), CheckCall("ch4.adamw_step", "visible")]
+    for (merge, adamw), passed in (((MERGE_IN_PLACE, ADAMW_IN_PLACE), False), ((MERGE_COPY, ADAMW_COPY), True)):
+        scratch = tmp_path / str(passed)
+        scratch.mkdir()
+        cells = [given, {"id": "merge", "source": merge, "solution": True},
+                 {"id": "adamw", "source": adamw, "solution": True}]
+        results = run_answers(cells, calls, scratch, Limits(wall_s=120, cell_s=20), Report("s", "chX", "chX"))
+        for call, res in results.items():
+            assert res.passed is passed, res.message
+            if not passed:
+                assert "in place: the task asks to leave the inputs as they were" in res.message, res.message

@@ -26,7 +26,7 @@ def run_check(check_id: str, fn: Callable, kind: str = "visible", seed: int | No
     ``answer``: a concept question's key, given only by its hidden test cell. When it fails
     and ``fn`` calls another graded function of the notebook (``follow_calls``), that one is
     checked too, and a failure there is named as the likely cause."""
-    from .checks import CheckResult, Raised, clone_args, judge_cases, make_cases  # torch: imported on first use
+    from .checks import CheckResult, Raised, changed_inputs, clone_args, judge_cases, make_cases  # torch: on first use
     from .registry import get_check
 
     check = get_check(check_id)
@@ -35,16 +35,18 @@ def run_check(check_id: str, fn: Callable, kind: str = "visible", seed: int | No
     if not callable(fn):
         result.passed, result.reason = False, f"expected a function, got {type(fn).__name__}"
         return result
-    cases, outputs = make_cases(check, kind, seed), []
+    cases, outputs, changed = make_cases(check, kind, seed), [], []
     for case in cases:
+        args = clone_args(case.args)
         try:
-            outputs.append(fn(*clone_args(case.args)))
+            outputs.append(fn(*args))
         except NotImplementedError:
             result.passed, result.reason = False, f"{check.function_name} is not written yet (NotImplementedError)"
             return result
         except Exception as e:  # the student's error, reported as such, with the student's line
             outputs.append(Raised(_describe_raised(e)))
-    result.cases = judge_cases(check, cases, outputs, kind, answer)
+        changed.append(changed_inputs(case.args, args))
+    result.cases = judge_cases(check, cases, outputs, kind, answer, changed)
     result.passed = all(case.passed for case in result.cases)
     if not result.passed and follow_calls:
         result.notes += _failing_helpers(check_id, fn)

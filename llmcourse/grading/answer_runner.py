@@ -556,8 +556,14 @@ def call_all(header, tensors, namespace, guard: ConceptGuard, functions: dict, r
             results[key] = {"error": f"{name} is not defined (did its cell run without errors?)"}
             continue
         try:
-            # Encoded here, under the guard: a returned object's methods are graded code too.
-            results[key] = {"output": run_limited(lambda: encode(fn(*args), key, out_tensors), seconds)}
+            # Encoded here, under the guard: a returned object's methods are graded code too. The
+            # arguments go back too where the task says to leave them alone: the parent compares.
+            def called():
+                result = {"output": encode(fn(*args), key, out_tensors)}
+                if call.get("keep_inputs") is True:
+                    result["inputs_after"] = encode(tuple(args), f"{key}.in", out_tensors)
+                return result
+            results[key] = run_limited(called, seconds)
         except CellTimeout:
             results[key] = {"error": f"time limit ({seconds:g} s) while calling {name}"}
         except NotImplementedError:

@@ -22,6 +22,7 @@ looks checks up. See ``README.md``.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -85,6 +86,7 @@ class Check:
     atol: float = 1e-6
     concepts: tuple[Concept, ...] = ()
     choices: tuple[str, ...] = ()
+    keeps_inputs: bool = False  # the task says the inputs are left as they were: changing one fails
 
 
 @dataclass(frozen=True)
@@ -293,14 +295,24 @@ def judge(check: Check, case: Case, got: Output, kind: str, answer: str | None =
 LIKELY = "\n       likely cause: "
 
 
-def judge_cases(check: Check, cases: list[Case], outputs: list, kind: str,
-                answer: str | None = None) -> list[CaseResult]:
+def judge_cases(check: Check, cases: list[Case], outputs: list, kind: str, answer: str | None = None,
+                changed: list[list[int]] | None = None) -> list[CaseResult]:
     """Judge each case's output (a ``Raised`` where the call raised), then add a failed
     case's own hint where no typical mistake was recognised and its ``base`` case passed:
     the one thing between the two is then what is wrong (also when this one raised). What a
-    call raised is kept on one line: the feedback quotes that line as the submission's."""
+    call raised is kept on one line: the feedback quotes that line as the submission's.
+    ``changed``: for each call, the positions of the arguments it changed in place, which
+    fails the case when the check ``keeps_inputs``."""
     results = [CaseResult(case.label, False, "raised " + " ".join(out.message.splitlines())) if isinstance(out, Raised)
                else judge(check, case, out, kind, answer) for case, out in zip(cases, outputs)]
+    for result, positions in zip(results, changed or []) if check.keeps_inputs else ():
+        if positions:
+            names = _argument_names(check)
+            said = ", ".join(names[i] if i < len(names) else f"argument {i + 1}" for i in positions)
+            result.passed = False
+            result.message = (f"your function changed its input {said} in place: the task asks to leave the "
+                              f"inputs as they were (work on a copy, or build new values)"
+                              + (f"\n       {result.message}" if result.message else ""))
     passed = {case.label for case, result in zip(cases, results) if result.passed}
     for case, result in zip(cases, results):
         if case.hint and not result.passed and case.base in passed and LIKELY not in result.message:
@@ -308,11 +320,60 @@ def judge_cases(check: Check, cases: list[Case], outputs: list, kind: str,
     return results
 
 
+def _argument_names(check: Check) -> list[str]:
+    """The reference's parameter names: what the task calls the arguments."""
+    return list(inspect.signature(check.reference).parameters)
+
+
+def changed_inputs(before: tuple, after: tuple) -> list[int]:
+    """The positions of the arguments a call changed in place: ``after`` are the objects it
+    was given, ``before`` untouched copies of them."""
+    return [i for i, (b, a) in enumerate(zip(before, after)) if not _same_value(b, a)]
+
+
+def _same_value(before: Any, after: Any) -> bool:
+    if isinstance(before, torch.Tensor):
+        return (isinstance(after, torch.Tensor) and after.shape == before.shape and after.dtype == before.dtype
+                and bool(((after == before) | (after.isnan() & before.isnan())).all()))
+    if isinstance(before, (list, tuple)):  # a list comes back from the answer runner as a tuple
+        return (isinstance(after, (list, tuple)) and len(after) == len(before)
+                and all(_same_value(b, a) for b, a in zip(before, after)))
+    if isinstance(before, dict):
+        return (isinstance(after, dict) and before.keys() == after.keys()
+                and all(_same_value(before[k], after[k]) for k in before))
+    return type(after) is type(before) and after == before
+
+
 def depends_note(function_name: str, helper: str) -> str:
     """What a failed check says when the student's function calls another of the student's
     functions that fails its own check: the likely cause, to be fixed first."""
     return (f"your {function_name} calls your {helper}, which fails its own check: fix {helper} first "
             f"(its report says how), then check {function_name} again")
+
+
+def dropout_problem(clean: torch.Tensor, got: torch.Tensor, p: float, what: str, where: str) -> str | None:
+    """What is wrong with ``got`` as dropout with probability ``p`` applied to ``clean`` (the
+    output without dropout), or None: each value is either zeroed or ``clean / (1 - p)``,
+    about a share ``p`` of them zeroed (judged on thousands of values: within 5 points is
+    more than 6 standard deviations). ``what`` the values are ("attention weights"),
+    ``where`` dropout belongs ("to the weights, after the softmax")."""
+    clean, got = clean.double(), got.double()
+    if got.shape != clean.shape:
+        return f"{what}: expected shape {tuple(clean.shape)}, got {tuple(got.shape)}"
+    kept, alive = got != 0, clean.abs() > 1e-12
+    zeroed = 1 - (kept & alive).sum().item() / max(alive.sum().item(), 1)
+    if zeroed < p - 0.05:
+        return (f"with training=True and dropout={p}, {zeroed:.1%} of the {what} are zero, expected about {p:.0%}: "
+                f"apply dropout {where}, in training")
+    if zeroed > p + 0.05:
+        return f"{zeroed:.1%} of the {what} are zero with dropout={p}: expected about {p:.0%}"
+    scaled = clean / (1 - p)
+    if not torch.allclose(got[kept], scaled[kept], rtol=1e-4, atol=1e-6):
+        unscaled = torch.allclose(got[kept], clean[kept], rtol=1e-4, atol=1e-6)
+        return (f"the kept {what} are not the values without dropout times 1/(1-p)"
+                + ("; they are unscaled: dropout must rescale what it keeps" if unscaled else
+                   f" (dropout belongs {where})"))
+    return None
 
 
 def make_cases(check: Check, kind: str, seed: int) -> list[Case]:

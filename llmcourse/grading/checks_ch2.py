@@ -96,7 +96,7 @@ register(Check(
                 "id replaces both"),
         Mistake(_merge_first_only, "only the first occurrence was merged: replace every occurrence"),
     ),
-    concepts=CH2_CONCEPTS,
+    concepts=CH2_CONCEPTS, keeps_inputs=True,  # "return a new list"
 ))
 
 # ---------------------------------------------------------------- the most frequent pair

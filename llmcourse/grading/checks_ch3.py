@@ -9,7 +9,7 @@ import math
 import torch
 
 from .. import attention as ref
-from .checks import Case, Check, Mistake, randn, register, register_quiz
+from .checks import Case, Check, Mistake, dropout_problem, randn, register, register_quiz
 from .policy import ATTENTION
 
 CH3_CONCEPTS = (ATTENTION,)  # softmax is not the exercise here: torch.softmax is fine
@@ -57,31 +57,18 @@ def _sdpa_variant(q, k, v, mask=None, dropout=0.0, training=False, *, scale=None
 
 
 def judge_attention_dropout(args: tuple, got) -> str | None:
-    """Dropout in training is random, so its output is judged by what it must be: each
-    attention weight either zeroed or the eval-mode weight scaled by 1/(1-p), about a share
-    p of them zeroed, and the context computed from those very weights."""
+    """Dropout in training is random, so its output is judged by what it must be: the
+    attention weights are the eval-mode weights with dropout applied (``dropout_problem``),
+    and the context is computed from those very weights."""
     q, k, v, mask, p, _ = args
     if not (isinstance(got, (tuple, list)) and len(got) == 2 and all(isinstance(t, torch.Tensor) for t in got)):
         return "expected (context, weights), two tensors"
-    context, weights = (t.double() for t in got)
-    clean = ref.scaled_dot_product_attention(q, k, v, mask)[1].double()  # eval mode: no dropout
-    if weights.shape != clean.shape:
-        return f"weights: expected shape {tuple(clean.shape)}, got {tuple(weights.shape)}"
-    kept = weights != 0
-    alive = clean > 1e-12
-    zeroed = 1 - (kept & alive).sum().item() / alive.sum().item()
-    if zeroed < p - 0.05:
-        return (f"with training=True and dropout={p}, {zeroed:.1%} of the attention weights are zero, expected "
-                f"about {p:.0%}: apply dropout to the weights in training, after the softmax")
-    if zeroed > p + 0.05:
-        return f"{zeroed:.1%} of the attention weights are zero with dropout={p}: expected about {p:.0%}"
-    scaled = clean / (1 - p)
-    if not torch.allclose(weights[kept], scaled[kept], rtol=1e-4, atol=1e-6):
-        unscaled = torch.allclose(weights[kept], clean[kept], rtol=1e-4, atol=1e-6)
-        return ("the kept weights are not the eval-mode weights times 1/(1-p)"
-                + ("; they are unscaled: dropout must rescale what it keeps" if unscaled else
-                   " (dropout belongs on the weights after the softmax, not on the scores)"))
-    if not torch.allclose(context, weights @ v.double(), rtol=1e-4, atol=1e-5):
+    context, weights = got
+    clean = ref.scaled_dot_product_attention(q, k, v, mask)[1]  # eval mode: no dropout
+    problem = dropout_problem(clean, weights, p, "attention weights", "to the weights, after the softmax")
+    if problem:
+        return problem
+    if not torch.allclose(context.double(), weights.double() @ v.double(), rtol=1e-4, atol=1e-5):
         return "the context is not the returned (dropped-out) weights times v"
     return None
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from .checks import Case, Check, Mistake, randn, register, register_quiz
+from .checks import Case, Check, Mistake, dropout_problem, randn, register, register_quiz
 from .policy import ADAMW, ATTENTION, CROSS_ENTROPY, GELU, LAYER_NORM
 
 # What the chapter's exercises write by hand. One set for all: they build one model, and a
@@ -128,7 +128,8 @@ def _ff_module(d, f, W1, b1, W2, b2, dtype):
 
 def reference_feed_forward(x, W1, b1, W2, b2, dropout=0.0, training=False):
     """``llmcourse.model.FeedForward`` with the given weights (applied as ``x @ W1``), in eval mode:
-    the cases only call it with ``training=False`` or ``dropout=0``, which are deterministic."""
+    the compared cases call it with ``training=False`` or ``dropout=0``, which are deterministic;
+    dropout in training is judged by ``judge_ff_dropout``."""
     with torch.no_grad():
         return _ff_module(W1.size(0), W1.size(1), W1, b1, W2, b2, x.dtype)(x)
 
@@ -149,7 +150,18 @@ def _ff_cases(gen, kind):
             Case(args + (0.5, False), "the same inputs with dropout=0.5 and training=False",
                  hint="dropout active in eval(): with training=False nothing may be dropped",
                  base="x (2, 4, 4), hidden width 8"),
-            Case(_ff_args(gen, 1, 3, 4, 8) + (0.0, True), "training=True with dropout=0")]
+            Case(_ff_args(gen, 1, 3, 4, 8) + (0.0, True), "training=True with dropout=0"),
+            Case(_ff_args(gen, 4, 32, 32, 64) + (0.4, True), "dropout=0.4 with training=True (4 x 32 x 32 "
+                 "outputs): about 40% zeroed, the rest scaled by 1/0.6", judge=judge_ff_dropout)]
+
+
+def judge_ff_dropout(args: tuple, got) -> str | None:
+    """Dropout in training is random: the output must be the eval-mode output with dropout
+    applied to it (``dropout_problem``), as the task says (on the output, as GPT-2 does)."""
+    if not isinstance(got, torch.Tensor):
+        return f"expected a tensor, got {type(got).__name__}"
+    return dropout_problem(reference_feed_forward(*args[:5]), got, args[5], "outputs",
+                           "to the output, after the second layer")
 
 
 def _ff_relu(x, W1, b1, W2, b2, dropout=0.0, training=False):
@@ -403,7 +415,7 @@ def reference_adamw_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_
 
 
 def _adamw_variant(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, *, correct=True,
-                   decoupled=True, decay=True):
+                   decoupled=True, decay=True, eps_inside=False):
     if decay and not decoupled:
         grad = grad + weight_decay * param
     m = beta1 * m + (1 - beta1) * grad
@@ -411,11 +423,12 @@ def _adamw_variant(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay,
     m_hat, v_hat = (m / (1 - beta1 ** step), v / (1 - beta2 ** step)) if correct else (m, v)
     if decay and decoupled:
         param = param * (1 - lr * weight_decay)
-    return param - lr * m_hat / (v_hat.sqrt() + eps), m, v
+    denominator = (v_hat + eps).sqrt() if eps_inside else v_hat.sqrt() + eps
+    return param - lr * m_hat / denominator, m, v
 
 
-def _adamw_args(gen, shape, step, dtype=torch.float32, fresh=False, lr=0.01, wd=0.1):
-    p, g = randn(gen, *shape, dtype=dtype), randn(gen, *shape, dtype=dtype, scale=0.1)
+def _adamw_args(gen, shape, step, dtype=torch.float32, fresh=False, lr=0.01, wd=0.1, grad_scale=0.1):
+    p, g = randn(gen, *shape, dtype=dtype), randn(gen, *shape, dtype=dtype, scale=grad_scale)
     m = torch.zeros(shape, dtype=dtype) if fresh else randn(gen, *shape, dtype=dtype, scale=0.05)
     v = torch.zeros(shape, dtype=dtype) if fresh else _rand(gen, *shape, dtype=dtype) * 0.01
     return (p, g, m, v, step, lr, 0.9, 0.95, 1e-8, wd)
@@ -423,8 +436,11 @@ def _adamw_args(gen, shape, step, dtype=torch.float32, fresh=False, lr=0.01, wd=
 
 def _adamw_cases(gen, kind):
     if kind == "visible":
+        # Gradients near 1e-5 make sqrt(v_hat) comparable to eps: where eps goes shows, on every draw.
         return [Case(_adamw_args(gen, (3, 4), 5), "a (3, 4) weight at step 5"),
-                Case(_adamw_args(gen, (6,), 1, fresh=True), "the first step (m = v = 0)")]
+                Case(_adamw_args(gen, (6,), 1, fresh=True), "the first step (m = v = 0)"),
+                Case(_adamw_args(gen, (8,), 1, fresh=True, grad_scale=1e-5), "tiny gradients (about 1e-5), "
+                     "first step: sqrt(v_hat) is near eps")]
     return [Case(_adamw_args(gen, (2, 3, 4), 12, lr=0.003, wd=0.0), "(2, 3, 4), step 12, no weight decay"),
             Case(_adamw_args(gen, (5, 2), 2, dtype=torch.float64, wd=0.5), "float64, step 2, weight_decay 0.5"),
             Case(_adamw_args(gen, (4,), 1000), "step 1000: the bias correction is almost 1")]
@@ -438,7 +454,9 @@ _reg(id="ch4.adamw_step", function_name="adamw_step", reference=reference_adamw_
                  "weight decay added to the gradient (Adam with L2): AdamW decays the weight itself, "
                  "param * (1 - lr * weight_decay), outside m and v"),
          Mistake(lambda *a: _adamw_variant(*a, decay=False), "the weight decay was not applied"),
-     ), rtol=1e-5, atol=1e-6)
+         Mistake(lambda *a: _adamw_variant(*a, eps_inside=True), "eps inside the square root: the update "
+                 "divides by sqrt(v_hat) + eps"),
+     ), rtol=1e-5, atol=1e-6, keeps_inputs=True)  # "without changing the input tensors"
 
 
 # ---------------------------------------------------------------- greedy generation

@@ -58,7 +58,7 @@ def without_unrunnable_added_cells(cells: list[dict], policy: dict, report: Repo
 
 def run_answers(cells: list[dict], calls: list[CheckCall], scratch: Path, limits: Limits, report: Report):
     """Run the answer runner on ``cells`` and judge every check call. Returns {CheckCall: CheckResult}."""
-    from .checks import CheckResult, Raised, judge_cases, make_cases
+    from .checks import CheckResult, Raised, changed_inputs, judge_cases, make_cases
     from .registry import get_check
 
     checks = {c: get_check(c.check_id) for c in calls}
@@ -73,8 +73,9 @@ def run_answers(cells: list[dict], calls: list[CheckCall], scratch: Path, limits
         check = checks[call]
         cases[call] = make_cases(check, call.kind, secrets.randbits(63))  # fresh, unknown to the student
         wire += [(f"c{n}.{i}", check.function_name, case.args) for i, case in enumerate(cases[call])]
+    keep = frozenset(check.function_name for check in checks.values() if check.keeps_inputs)
     result = run_isolated([sys.executable, "-I", str(HERE / "answer_runner.py"), "spec.json"], workdir, limits,
-                          stdin=encode_inputs(wire), stdin_after="ready")
+                          stdin=encode_inputs(wire, keep), stdin_after="ready")
     note_sandbox(report, result)
     try:
         if not result.clean:  # no outputs of a killed run
@@ -96,8 +97,8 @@ def run_answers(cells: list[dict], calls: list[CheckCall], scratch: Path, limits
             res.passed, res.reason = False, "; ".join(dict.fromkeys(why))
             results[call] = res
             continue
-        got = []
-        for i in range(len(cases[call])):
+        got, changed = [], []
+        for i, case in enumerate(cases[call]):
             out = outputs.get(f"c{n}.{i}", {"error": "no output"})
             if isinstance(out.get("raised"), str) and "refused" not in out:  # the student's own error
                 got.append(Raised(text(out["raised"])))
@@ -106,8 +107,12 @@ def run_answers(cells: list[dict], calls: list[CheckCall], scratch: Path, limits
                 break
             else:
                 got.append(decode_output(out["output"], tensors))
+            if check.keeps_inputs:  # no arguments back counts as changed: the runner always sends them
+                after = decode_output(out.get("inputs_after"), tensors)
+                changed.append(changed_inputs(case.args, after) if isinstance(after, tuple)
+                               and len(after) == len(case.args) else list(range(len(case.args))))
         if not res.reason:
-            res.cases = judge_cases(check, cases[call], got, call.kind, call.answer)
+            res.cases = judge_cases(check, cases[call], got, call.kind, call.answer, changed)
             res.passed = all(case.passed for case in res.cases)
         if call.kind == "hidden":  # say which hidden check failed and why, never its inputs' values
             for i, (case, outcome) in enumerate(zip(cases[call], res.cases)):

@@ -3,7 +3,7 @@
 Inputs (parent -> runner, on stdin, after the student code ran): an 8-byte length, a JSON
 header naming each call (``{"key", "function", "args"}``, tensors by name) and a safetensors
 blob. Outputs (runner -> parent, files in its scratch folder): ``outputs.json``
-(``{"cells": [{"id", "error"}], "calls": {key: {"output": ...} | {"error": ...}}}``) and
+(``{"cells": [{"id", "error"}], "calls": {key: {"output": ..., "inputs_after"?: ...} | {"error": ...}}}``) and
 ``outputs.safetensors``. The outputs come from a process that ran student code, so they
 are read with ``read_untrusted`` and checked for shape before anything uses them: a
 garbled file is the student's loss (``WireError``), never the grader's crash.
@@ -26,8 +26,10 @@ class WireError(ValueError):
     """The runner's outputs are missing or not in the wire format."""
 
 
-def encode_inputs(calls: list[tuple[str, str, tuple]]) -> bytes:
-    """``(key, function, args)`` per call -> header + safetensors blob, as the runner reads them."""
+def encode_inputs(calls: list[tuple[str, str, tuple]], keep_inputs: frozenset[str] = frozenset()) -> bytes:
+    """``(key, function, args)`` per call -> header + safetensors blob, as the runner reads them.
+    For the functions in ``keep_inputs``, the runner also sends back the arguments after the call
+    (``"inputs_after"``), so that the parent can see whether it changed them."""
     import torch
     from safetensors.torch import save
 
@@ -40,7 +42,8 @@ def encode_inputs(calls: list[tuple[str, str, tuple]]) -> bytes:
                 encoded.append({"tensor": f"{key}.a{i}"})
             else:
                 encoded.append({"value": arg})
-        header["calls"].append({"key": key, "function": function, "args": encoded})
+        header["calls"].append({"key": key, "function": function, "args": encoded,
+                                "keep_inputs": function in keep_inputs})
     blob = json.dumps(header).encode()
     return struct.pack("<Q", len(blob)) + blob + save(tensors)
 
