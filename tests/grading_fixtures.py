@@ -70,10 +70,11 @@ class Fixture:
     edit: object = None  # a function changing the notebook (dict) in place
     raw: str | None = None  # the file's text, for a malformed file
     status: str = "graded"
+    half: tuple[str, ...] = ()  # cells of two exercises of which one is wrong: half the points
 
-    def points(self) -> dict[str, float]:
-        return {cell: 0.0 if cell in self.zero or self.status != "graded" else float(p)
-                for cell, p in FULL.items()}
+    def points(self, chapter: str = "ch3") -> dict[str, float]:
+        return {cell: 0.0 if cell in self.zero or self.status != "graded" else p / 2 if cell in self.half else p
+                for cell, p in full_points(chapter).items()}
 
 
 SDPA_NO_SCALE = '''def scaled_dot_product_attention(q, k, v, mask=None, dropout=0.0, training=False):
@@ -84,6 +85,7 @@ SDPA_NO_SCALE = '''def scaled_dot_product_attention(q, k, v, mask=None, dropout=
     return weights @ v, weights'''
 SDPA_DIM = SDPA_NO_SCALE.replace("q @ k.transpose(-2, -1)", "q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))") \
     .replace("dim=-1", "dim=-2")
+SDPA_NO_DROPOUT = SDPA_NO_SCALE.replace("q @ k.transpose(-2, -1)", "q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))")
 SDPA_BUILTIN = '''import torch.nn.functional as F
 
 def scaled_dot_product_attention(q, k, v, mask=None, dropout=0.0, training=False):
@@ -154,7 +156,11 @@ FIXTURES = [
     Fixture("missing_sqrt", {"scaled_dot_product_attention": SDPA_NO_SCALE}, SDPA + MHA, "missing 1/sqrt(d_k)"),
     Fixture("mask_flipped", {"causal_mask": MASK_FLIPPED}, MASK_AND_MHA, "a token sees the future"),
     Fixture("softmax_dim", {"scaled_dot_product_attention": SDPA_DIM}, SDPA + MHA, "softmax over the wrong dimension"),
-    Fixture("heads_merged_wrong", {"heads": HEADS_WRONG}, HEADS + MHA, "heads split or merged in the wrong order"),
+    # right in eval mode, but dropout never applied: the hidden training case fails
+    Fixture("sdpa_no_dropout", {"scaled_dot_product_attention": SDPA_NO_DROPOUT},
+            ("hidden_scaled_dot_product_attention",), "of the attention weights are zero, expected about 40%"),
+    Fixture("heads_merged_wrong", {"heads": HEADS_WRONG}, MHA, "heads split or merged in the wrong order",
+            half=HEADS),  # split_heads is right: its share of the heads cells
     # delegation
     Fixture("import_alias", {"causal_mask": "import llmcourse.attention as helpers\n\n"
                              "def causal_mask(T):\n    return helpers.causal_mask(T)"}, MASK_AND_MHA, "llmcourse"),

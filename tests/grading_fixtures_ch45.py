@@ -35,9 +35,11 @@ class Submission:
     zero: tuple[str, ...] = ()  # grade cells that score 0; all others full marks
     hints: dict[str, str] = field(default_factory=dict)  # grade cell (or "notes") -> phrase its report holds
     edit: object = None  # a function changing the notebook (dict) in place
+    half: tuple[str, ...] = ()  # cells of two exercises of which one is wrong: half the points
 
     def points(self, chapter: str) -> dict[str, float]:
-        return {cell: 0.0 if cell in self.zero else p for cell, p in full_points(chapter).items()}
+        return {cell: 0.0 if cell in self.zero else p / 2 if cell in self.half else p
+                for cell, p in full_points(chapter).items()}
 
 
 def edit_test(grade_id: str):
@@ -101,6 +103,12 @@ LOSS_RAISES = '''def next_token_loss(logits, targets, ignore_index=-100):
     keep = targets != ignore_index
     picked = torch.log_softmax(logits, -1).gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
     return -picked[keep].mean()'''
+ADAMW_IN_PLACE = '''def adamw_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    param.mul_(1 - lr * weight_decay)
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad * grad
+    m_hat, v_hat = m / (1 - beta1 ** step), v / (1 - beta2 ** step)
+    return param - lr * m_hat / (v_hat.sqrt() + eps), m, v'''
 LOSS_BUILTIN = '''import torch.nn.functional as F
 
 def next_token_loss(logits, targets, ignore_index=-100):
@@ -169,9 +177,12 @@ CH4 = [
                ("hidden_feed_forward",) + cells("transformer_block", "gpt_forward"),
                {"hidden_feed_forward": "dropout active in eval()", "test_transformer_block": "post-norm"}),
     # A function that raises on one hidden case: that case is named, with the student's line.
-    Submission("mistakes5", {"transformer_block": BLOCK_NO_SHORTCUT, "next_token_loss": LOSS_RAISES},
-               cells("transformer_block", "gpt_forward") + ("hidden_next_token_loss",),
+    # AdamW right in value but written into its param: the task says to leave the inputs alone.
+    Submission("mistakes5", {"transformer_block": BLOCK_NO_SHORTCUT, "next_token_loss": LOSS_RAISES,
+                             "adamw_step": ADAMW_IN_PLACE},
+               cells("transformer_block", "gpt_forward", "adamw_step") + ("hidden_next_token_loss",),
                {"test_transformer_block": "a shortcut is missing",
+                "test_adamw_step": "your function changed its input param in place",
                 "test_gpt_forward": "fix transformer_block first",
                 "hidden_next_token_loss": "ignore_index=-1\n       raised ValueError: ignore_index must be -100 "
                                           "(line 3 of cell 'next_token_loss': `raise ValueError("}),
@@ -253,25 +264,26 @@ CH5 = [
     Submission("mistakes1", {"last_token_logits": LTL_MINUS_ONE, "instruction_collate": COLLATE_NOT_MASKED,
                              "format_instruction": FORMAT_ALWAYS_INPUT, "lora_forward": LORA_FORWARD_NO_SCALE,
                              "lora_merge": LORA_MERGE_SWAPPED},
-               CLASSIFICATION + cells("instruction_collate", "format_instruction", "lora_forward", "lora_merge"),
+               cells("instruction_collate", "format_instruction", "lora_forward", "lora_merge"),
                {"test_classification": "position -1 taken on right-padded inputs",
                 "test_instruction_collate": "padding not masked with -100",
                 "test_format_instruction": "Input section present although the input is empty",
                 "test_lora_forward": "missing the alpha / rank scaling",
-                "test_lora_merge": "A and B swapped or transposed"}),
+                "test_lora_merge": "A and B swapped or transposed"}, half=CLASSIFICATION),
     Submission("mistakes2", {"accuracy": ACC_COUNT, "instruction_collate": COLLATE_ALL_EOS,
                              "lora_forward": LORA_FORWARD_SWAPPED, "lora_merge": LORA_MERGE_NO_SCALE,
                              "q3": 'def q3():\n    return "b"'},
-               CLASSIFICATION + cells("instruction_collate", "lora_forward", "lora_merge") + ("test_q3",),
+               cells("instruction_collate", "lora_forward", "lora_merge") + ("test_q3",),
                {"test_classification": "number of right predictions",
                 "test_instruction_collate": "the first one included",
                 "test_lora_forward": "A and B swapped or transposed",
-                "test_lora_merge": "missing the alpha / rank scaling", "test_q3": "not the right choice"}),
+                "test_lora_merge": "missing the alpha / rank scaling", "test_q3": "not the right choice"},
+               half=CLASSIFICATION),
     Submission("mistakes3", {"instruction_collate": COLLATE_NOT_SHIFTED, "lora_forward": LORA_FORWARD_INVERTED,
                              "last_token_logits": LTL_OFF_BY_ONE},
-               CLASSIFICATION + cells("instruction_collate", "lora_forward"),
+               cells("instruction_collate", "lora_forward"),
                {"test_instruction_collate": "target not shifted by one", "test_lora_forward": "upside down",
-                "test_classification": "off by one"}),
+                "test_classification": "off by one"}, half=CLASSIFICATION),
     Submission("no_truncation", {"instruction_collate": COLLATE_NO_TRUNCATION}, cells("instruction_collate"),
                {"test_instruction_collate": "truncation missing"}),
     Submission("delegation", {"instruction_collate": COLLATE_DELEGATED, "lora_merge": LORA_MERGE_DELEGATED,
@@ -280,10 +292,10 @@ CH5 = [
                {"test_instruction_collate": "uses llmcourse", "test_lora_merge": "uses llmcourse",
                 "test_format_instruction": "expected str"}),
     Submission("tampering", {"last_token_logits": PATCHES + LTL_MINUS_ONE, "lora_merge": PATCHES + LORA_MERGE_NO_SCALE},
-               CLASSIFICATION + cells("lora_merge"),
+               cells("lora_merge"),
                {"test_classification": "position -1 taken on right-padded inputs",
                 "test_lora_merge": "missing the alpha / rank scaling", "notes": "'test_lora_merge' was edited"},
-               edit=edit_test("test_lora_merge")),
+               edit=edit_test("test_lora_merge"), half=CLASSIFICATION),
 ]
 
 CHAPTERS = {"ch4": CH4, "ch5": CH5}

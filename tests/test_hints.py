@@ -363,3 +363,23 @@ def test_the_grader_sees_inputs_changed_in_the_answer_runner(tmp_path):
             assert res.passed is passed, res.message
             if not passed:
                 assert "in place: the task asks to leave the inputs as they were" in res.message, res.message
+
+
+def test_each_exercise_of_a_shared_cell_earns_its_own_share():
+    """A right split_heads beside a wrong merge_heads earns split_heads' half of the cell."""
+    from llmcourse.grading.checks import CheckResult
+    from llmcourse.grading.records import Assignment, CheckCall, GradeCell, Report
+    from llmcourse.grading.scoring import score_cells
+
+    split, merge = CheckCall("ch3.split_heads", "visible"), CheckCall("ch3.merge_heads", "visible")
+    quiz = (CheckCall("ch3.q1", "visible"), CheckCall("ch3.q1", "hidden", "c"))
+    cells = (GradeCell("test_heads", 2.0, False, (split, merge)), GradeCell("test_q1", 1.0, True, quiz))
+    results = {split: CheckResult("ch3.split_heads", "visible", True),
+               merge: CheckResult("ch3.merge_heads", "visible", False),
+               quiz[0]: CheckResult("ch3.q1", "visible", True), quiz[1]: CheckResult("ch3.q1", "hidden", False)}
+    report = Report("s", "ch3", "ch3")
+    score_cells(Assignment("ch3", "ch3", "", cells, frozenset(), {}, {}), results, report)
+    heads, q1 = report.cells
+    assert (heads.score, heads.max_score) == (1.0, 2.0)
+    assert heads.messages[-1] == "points: split_heads 1/1, merge_heads 0/1"
+    assert q1.score == 0.0 and not q1.messages[-1].startswith("points")  # one exercise, two calls: all or nothing

@@ -136,10 +136,17 @@ def note_failing_helpers(results: dict, checks: dict, refs: dict[str, set[str]])
 
 
 def score_cells(assignment: Assignment, results: dict, report: Report) -> None:
-    """Each grade cell: full points when all its checks passed, else 0."""
+    """Each grade cell: its points shared equally by the exercises it checks (``split_heads``
+    and ``merge_heads`` one share each), a share earned when every call of that exercise in
+    the cell passed. A cell of several exercises says which earned what."""
     for cell in assignment.grade_cells:
-        checks = [results[c] for c in cell.calls]
-        passed = bool(checks) and all(r.passed for r in checks)
-        messages = [r.message for r in checks] or ["this cell has no checks"]
-        report.cells.append(CellReport(cell.name, cell.max_score if passed else 0.0, cell.max_score,
-                                       cell.hidden, messages))
+        passed: dict[str, bool] = {}
+        for call in cell.calls:
+            passed[call.check_id] = passed.get(call.check_id, True) and results[call].passed
+        share = cell.max_score / len(passed) if passed else 0.0
+        messages = [results[c].message for c in cell.calls] or ["this cell has no checks"]
+        if len(passed) > 1:
+            messages.append("points: " + ", ".join(f"{check_id.split('.', 1)[1]} {share if ok else 0:g}/{share:g}"
+                                                     for check_id, ok in passed.items()))
+        report.cells.append(CellReport(cell.name, share * sum(passed.values()), cell.max_score, cell.hidden,
+                                       messages))
