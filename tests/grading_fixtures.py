@@ -71,6 +71,7 @@ class Fixture:
     raw: str | None = None  # the file's text, for a malformed file
     status: str = "graded"
     half: tuple[str, ...] = ()  # cells of two exercises of which one is wrong: half the points
+    absent: str = ""  # a phrase the report must not contain (a hint that is not the cause)
 
     def points(self, chapter: str = "ch3") -> dict[str, float]:
         return {cell: 0.0 if cell in self.zero or self.status != "graded" else p / 2 if cell in self.half else p
@@ -85,6 +86,8 @@ SDPA_NO_SCALE = '''def scaled_dot_product_attention(q, k, v, mask=None, dropout=
     return weights @ v, weights'''
 SDPA_DIM = SDPA_NO_SCALE.replace("q @ k.transpose(-2, -1)", "q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))") \
     .replace("dim=-1", "dim=-2")
+SDPA_ZERO_FILL = SDPA_NO_SCALE.replace("q @ k.transpose(-2, -1)", "q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))") \
+    .replace('float("-inf")', "0.0")
 SDPA_NO_DROPOUT = SDPA_NO_SCALE.replace("q @ k.transpose(-2, -1)", "q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))")
 SDPA_BUILTIN = '''import torch.nn.functional as F
 
@@ -156,6 +159,9 @@ FIXTURES = [
     Fixture("missing_sqrt", {"scaled_dot_product_attention": SDPA_NO_SCALE}, SDPA + MHA, "missing 1/sqrt(d_k)"),
     Fixture("mask_flipped", {"causal_mask": MASK_FLIPPED}, MASK_AND_MHA, "a token sees the future"),
     Fixture("softmax_dim", {"scaled_dot_product_attention": SDPA_DIM}, SDPA + MHA, "softmax over the wrong dimension"),
+    # a mask filled with 0, not -inf: every masked case fails, and no hint about dropout is given
+    Fixture("mask_filled_with_zero", {"scaled_dot_product_attention": SDPA_ZERO_FILL}, SDPA + MHA,
+            "values differ", absent="dropout active in eval()"),
     # right in eval mode, but dropout never applied: the hidden training case fails
     Fixture("sdpa_no_dropout", {"scaled_dot_product_attention": SDPA_NO_DROPOUT},
             ("hidden_scaled_dot_product_attention",), "of the attention weights are zero, expected about 40%"),

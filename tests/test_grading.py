@@ -82,6 +82,7 @@ def assert_graded_as(report, name):
     assert report.status == fixture.status, (name, report.reason)
     assert got == fixture.points(), f"{name}: {got}\n{report_text(report)[:3000]}"
     assert fixture.expect in report_text(report), f"{name}: expected {fixture.expect!r} in\n{report_text(report)[:3000]}"
+    assert not (fixture.absent and fixture.absent in report_text(report)), f"{name}: {fixture.absent!r} was said"
 
 
 @pytest.mark.slow
