@@ -136,7 +136,7 @@ def generate(
             if cache is None:  # re-read the whole (cropped) sequence every step
                 step_input = idx[:, -context:]
                 step_mask = None if padding_mask is None else padding_mask[:, -context:]
-            logits = model(step_input, cache=cache, padding_mask=step_mask)[:, -1, :]  # (B, V)
+            logits = model(step_input, cache=cache, padding_mask=step_mask, last_only=True)[:, -1, :]  # (B, V)
             next_id = sample_next_token(logits, temperature, top_k, top_p, generator)  # (B,)
             if eos_id is not None:
                 next_id = next_id.masked_fill(finished, eos_id)

@@ -226,10 +226,13 @@ class GPT(nn.Module):
         cache: KVCache | None = None,
         padding_mask: torch.Tensor | None = None,
         targets: torch.Tensor | None = None,
+        last_only: bool = False,
     ) -> torch.Tensor:
         """idx: (B, T) token ids.  Returns logits (B, T, vocab_size), or, given
         ``targets`` (B, T), the mean next-token loss without ever building the logits
-        (``linear_cross_entropy``; what training calls).
+        (``linear_cross_entropy``; what training calls).  ``last_only``: the logits of the
+        last position only, (B, 1, vocab_size): all generation needs, without projecting
+        every position to the vocabulary.
 
         cache: a ``KVCache`` holding earlier tokens (generation, chapter 4); idx then
         holds only the new tokens.  padding_mask: (B, cached + T), True/1 for real
@@ -239,7 +242,7 @@ class GPT(nn.Module):
         hidden, _ = self._hidden_states(idx, cache, padding_mask, return_weights=False)
         if targets is not None:
             return linear_cross_entropy(hidden, self.out_head.weight, targets)
-        return self.out_head(hidden)  # (B, T, vocab_size)
+        return self.out_head(hidden[:, -1:] if last_only else hidden)  # (B, T or 1, vocab_size)
 
     def forward_with_attention(self, idx: torch.Tensor, padding_mask: torch.Tensor | None = None
                                ) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -99,6 +99,19 @@ def test_forward_shapes_and_attention_maps():
     torch.testing.assert_close(maps[1].sum(-1), torch.ones(2, 4, 9))
 
 
+def test_last_only_gives_the_last_positions_logits():
+    """What generation asks for: the last position projected, the same numbers as in the full logits."""
+    torch.manual_seed(0)
+    model = GPT(tiny()).eval()
+    idx = torch.randint(0, 101, (2, 9))
+    mask = torch.tensor([[False, False] + [True] * 7, [True] * 9])
+    with torch.no_grad():
+        for padding_mask in (None, mask):
+            last = model(idx, padding_mask=padding_mask, last_only=True)
+            assert last.shape == (2, 1, 101)
+            torch.testing.assert_close(last, model(idx, padding_mask=padding_mask)[:, -1:], rtol=1e-5, atol=1e-5)
+
+
 def test_lesson_attention_path_gives_the_same_logits():
     torch.manual_seed(0)
     fast = GPT(tiny()).eval()

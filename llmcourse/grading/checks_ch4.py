@@ -482,8 +482,9 @@ class _ToyGPT(torch.nn.Module):
     def device(self):
         return self.anchor.device
 
-    def forward(self, idx, cache=None, padding_mask=None):
-        return toy_model(idx, self.table_last, self.table_first)
+    def forward(self, idx, cache=None, padding_mask=None, last_only=False):
+        logits = toy_model(idx, self.table_last, self.table_first)
+        return logits[:, -1:] if last_only else logits
 
 
 def reference_greedy_generate(idx, n, context_length, table_last, table_first):
