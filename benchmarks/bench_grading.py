@@ -2,6 +2,7 @@
 
     python benchmarks/bench_grading.py [--students N]
     python benchmarks/bench_grading.py --sandbox [--students N] [--repeats R]
+    python benchmarks/bench_grading.py --check [--repeats R] [--against DIR]
 
 Default:
 1. One student: the five assignments (ch1-ch5, the solution notebooks as submissions),
@@ -17,13 +18,20 @@ With ``--sandbox``: what the bubblewrap sandbox adds, side by side in one run (t
 sides interleaved, medians of R repeats): one sandboxed start (``run_isolated`` of an empty
 Python program; grading a notebook starts two), one notebook graded, and the class of N
 graded with --jobs 2, each with and without the sandbox.
+
+With ``--check``: ``llmcourse check`` of an answered ch3 notebook (the solution, against the
+release), each run a fresh process, as a student runs it: with a cold cache (a new, empty
+``LLMCOURSE_CACHE_DIR``) and a warm one (the same cache as the run before); medians of R
+repeats, and with ``--against DIR`` the same for DIR, interleaved.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -109,9 +117,7 @@ with tempfile.TemporaryDirectory() as tmp:
 
 def compare_checkouts(other: Path, repeats: int) -> None:
     """One student's five assignments, this checkout vs ``other``, alternating, in fresh processes."""
-    import os
     import re
-    import subprocess
 
     times: dict[str, dict[str, list[float]]] = {"this": {}, "other": {}}
     for _ in range(repeats):
@@ -132,14 +138,57 @@ def compare_checkouts(other: Path, repeats: int) -> None:
     print(f"| all five | {a:.2f} | {b:.2f} | {a / b:.3f} |", flush=True)
 
 
+def time_check(tree: Path, notebook: Path, cache: Path) -> float:
+    """Seconds of one ``llmcourse check NOTEBOOK`` with the checkout ``tree``, in a fresh process
+    (imports included) with ``cache`` as its cache folder."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "LLMCOURSE_CACHE_DIR": str(cache)}
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "llmcourse.cli", "check", str(notebook), "--course", str(tree)],
+                            env=env, cwd=tree, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if " points" not in result.stdout:
+        raise RuntimeError(f"llmcourse check failed in {tree}:\n{result.stdout}\n{result.stderr[-3000:]}")
+    return seconds
+
+
+def compare_check(trees: dict[str, Path], repeats: int, tmp: Path) -> None:
+    """``llmcourse check`` of the ch3 solution, cold and warm cache, for each checkout, interleaved.
+    The notebook is ``ch3/ch3.ipynb``, the one layout every version accepts."""
+    notebook = tmp / "ch3" / "ch3.ipynb"
+    notebook.parent.mkdir()
+    notebook.write_text(notebook_text(BY_NAME["solution"]))
+    warm = {side: tmp / f"warm-{side}" for side in trees}
+    for side, tree in trees.items():  # fills the warm caches; not counted
+        time_check(tree, notebook, warm[side])
+    times: dict[tuple[str, str], list[float]] = {(side, c): [] for side in trees for c in ("cold", "warm")}
+    for n in range(repeats):
+        for side, tree in trees.items():
+            times[side, "cold"].append(time_check(tree, notebook, tmp / f"cold-{side}-{n}"))
+            times[side, "warm"].append(time_check(tree, notebook, warm[side]))
+    print(f"llmcourse check of ch3 (answered), s: medians of {repeats} interleaved repeats")
+    print("| checkout | cold cache | warm cache |")
+    print("|---|---:|---:|")
+    for side, tree in trees.items():
+        cold, hot = statistics.median(times[side, "cold"]), statistics.median(times[side, "warm"])
+        print(f"| {side} ({tree}) | {cold:.2f} | {hot:.2f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", type=int, default=6)
     parser.add_argument("--sandbox", action="store_true", help="compare with and without the sandbox")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--against", type=Path, default=None,
-                        help="another checkout: compare one student's grading time with it")
+                        help="another checkout: compare one student's grading time (or with --check, "
+                             "llmcourse check's) with it")
+    parser.add_argument("--check", action="store_true",
+                        help="time llmcourse check of an answered ch3 notebook, cold and warm cache")
     args = parser.parse_args()
+    if args.check:
+        trees = {"this": ROOT, **({"other": args.against.resolve()} if args.against else {})}
+        with tempfile.TemporaryDirectory() as tmp:
+            compare_check(trees, args.repeats, Path(tmp))
+        return
     if args.against:
         compare_checkouts(args.against.resolve(), args.repeats)
         return

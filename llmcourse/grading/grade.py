@@ -20,6 +20,8 @@ every student) and the feedback HTML (``feedback``), each file atomically.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -28,7 +30,7 @@ import nbformat
 
 from ..files import atomic_write_bytes
 from .feedback import annotate, write_feedback
-from .gradebook import build_gradebook, final_scores, load_assignment, save_grades
+from .gradebook import build_gradebook, cached_gradebook, final_scores, load_assignment, save_grades
 from .intake import (
     MAX_NOTEBOOK_BYTES,
     check_metadata,
@@ -44,6 +46,7 @@ from .nbconfig import course_config, find_course
 from .notebook_run import execute_for_feedback
 from .pool import run_jobs
 from .records import Assignment, Rejected, Report
+from .release import METADATA_KEY, assignments
 from .results import write_csv, write_report_json
 from .sandbox import Limits, bwrap_problem, require_sandbox, sandbox_problem, scratch_folder
 from .scoring import run_answers, score_cells
@@ -182,46 +185,104 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
     return reports
 
 
-def _only_notebook(folder: Path) -> str:
+def _only_notebook(folder: Path, how: str = "name one with --notebook") -> str:
+    """The name of the one notebook of an assignment's folder; with several, an error saying ``how`` to choose."""
     notebooks = sorted(p.stem for p in folder.glob("*.ipynb"))
     if len(notebooks) != 1:
-        raise ValueError(f"{folder} holds {len(notebooks)} notebooks; name one with --notebook")
+        raise ValueError(f"{folder} holds {len(notebooks)} notebooks ({', '.join(notebooks)}); {how}")
     return notebooks[0]
 
 
 # ---------------------------------------------------------------- a student's own check
 
 def check_notebook(path: str | Path, root: str | Path | None = None, limits: Limits = Limits(),
-                   execute: bool = False, with_solutions: bool = False) -> Report:
-    """``llmcourse check``: the trusted pipeline on one notebook, without a class gradebook.
+                   execute: bool = False, with_solutions: bool = False, assignment: str | None = None) -> Report:
+    """``llmcourse check``: the trusted pipeline on one notebook at any path, without a class gradebook.
 
-    The trusted source is the release in ``exercises/`` (visible checks only), so a student
-    who has the whole repository cannot try concept answers against the keys until one
-    passes; an instructor asks for ``solutions/`` (hidden checks and keys) with
-    ``with_solutions``. ``root`` is the course folder (default: ``$LLMCOURSE_COURSE``, else
-    the course the notebook sits in, else the current directory's).
+    The assignment is ``assignment`` (``--assignment``), else the one the notebook's metadata
+    names, else its folder's or file's name (``check_assignment``). What it is graded against
+    comes from the course, never from the file checked (``check_source``): the release, as
+    ``llmcourse release`` makes it from solutions/ (visible checks only, so a student who has
+    the whole repository cannot try concept answers against the keys until one passes; in a
+    course without solutions/, exercises/); an instructor asks for ``solutions/`` itself
+    (hidden checks and keys) with ``with_solutions``.
+    Its gradebook comes from the cache when the course did not change (``cached_gradebook``).
+    ``root`` is the course folder (default: ``$LLMCOURSE_COURSE``, else the course the notebook
+    sits in, else the current directory's).
     """
     path = Path(path).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"no notebook {path}")
     root = find_course(root, path.parent, Path.cwd())
-    assignment = path.parent.name
-    source = "solutions" if with_solutions else "exercises"
-    if not (root / source / assignment / path.name).is_file():
-        raise FileNotFoundError(f"{path.name} is not a notebook of a course assignment: expected "
-                                f"{root}/{source}/{assignment}/{path.name}")
     try:
         data = read_untrusted(*untrusted_path(path), MAX_NOTEBOOK_BYTES)
     except UntrustedFile as e:
         raise ValueError(f"cannot check this notebook: {e}") from None
+    source, release = check_source(root, with_solutions)
+    name = check_assignment(path, data, assignments(root, source), assignment)
+    folder = root / source / name
+    if source == "exercises" and folder in path.parents:
+        raise ValueError(f"{path} is the course's release of {name}, which a check grades against: check a copy "
+                         f"of it (e.g. cp {path} ~/{path.name})")
+    notebook = path.stem if (folder / path.name).is_file() else _only_notebook(folder, "name your copy like one")
     with scratch_folder("check") as tmp:
-        db_url = build_gradebook(root, source, assignment, Path(tmp))
-        trusted = load_assignment(db_url, assignment, path.stem)
+        db_url = cached_gradebook(root, source, name, Path(tmp), release=release)
+        trusted = load_assignment(db_url, name, notebook)
+        if not with_solutions:  # the release's hidden test cells hold no checks: they are not scored here
+            trusted = dataclasses.replace(trusted, grade_cells=tuple(c for c in trusted.grade_cells if c.calls))
         report, _ = grade_submission(data, path.name, "you", trusted, limits, execute=execute)
-    if source == "exercises":
+    if not with_solutions:
         report.notes.append("visible checks only: the hidden checks (other shapes, edge cases, the concept "
                             "answers) are graded when you submit")
     return report
+
+
+def check_source(root: Path, with_solutions: bool) -> tuple[str, bool]:
+    """Where ``llmcourse check`` takes the trusted assignment from: (a folder of the course,
+    whether it is that folder's release). ``solutions/`` itself with ``with_solutions``; else
+    the release regenerated from ``solutions/``, so the copy in ``exercises/`` that the book
+    has students edit in place is never trusted; ``exercises/`` only in a course without
+    ``solutions/`` (a student's copy of the course)."""
+    if (root / "solutions").is_dir():
+        return "solutions", not with_solutions
+    if with_solutions:
+        raise FileNotFoundError(f"--with-solutions needs the course's solutions/; {root} has none")
+    return "exercises", False
+
+
+def check_assignment(path: Path, data: bytes, choices: list[str], given: str | None = None) -> str:
+    """Which of the course's assignments (``choices``) a notebook is checked against: ``given``
+    (``--assignment``), else the one its metadata names (``named_assignment``: untrusted, so it
+    only picks one of ``choices``), else its folder's or its file's name. An unknown name, or a
+    folder and file naming two assignments, is an error listing the choices."""
+    listed = ", ".join(choices)
+    for where, name in (("--assignment", given), ("the notebook's metadata", named_assignment(data))):
+        if name is not None:
+            if name not in choices:
+                raise ValueError(f"{where} names assignment {printable(repr(name), 100)}, which this course does "
+                                 f"not have; expected one of {listed}")
+            return name
+    found = sorted({n for n in (path.parent.name, path.stem) if n in choices})
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ValueError(f"{path.name} in {path.parent.name}/ could be assignment {' or '.join(found)}: "
+                         f"say which with --assignment")
+    raise ValueError(f"cannot tell which assignment {path.name} is (neither its metadata nor its folder or file name says): "
+                     f"say which with --assignment, one of {listed}")
+
+
+def named_assignment(data: bytes) -> object:
+    """What a notebook file's metadata names as its assignment (``llmcourse release`` writes
+    ``metadata.llmcourse.assignment``), or None. The file is the student's: anything may be
+    there, so the value is returned as found, for ``check_assignment`` to accept or refuse."""
+    try:
+        nb = json.loads(data)
+    except (ValueError, RecursionError):  # not JSON: grading says so
+        return None
+    meta = nb.get("metadata") if isinstance(nb, dict) else None
+    course = meta.get(METADATA_KEY) if isinstance(meta, dict) else None
+    return course.get("assignment") if isinstance(course, dict) else None
 
 
 def format_report(report: Report) -> str:

@@ -2,17 +2,22 @@
 
 Only the grading parent calls these, one at a time (the gradebook has a single writer).
 The instructor's source becomes the gradebook through nbgrader's ``generate_assignment``;
-its test cells' ``check(...)`` calls say what each grade cell checks.
+its test cells' ``check(...)`` calls say what each grade cell checks. ``llmcourse check``
+takes a copy of a cached gradebook instead (``cached_gradebook``): building one takes seconds,
+and it changes only when the course's notebooks, its configuration or this code do.
 """
 from __future__ import annotations
 
 import ast
 import copy
+import hashlib
 import warnings
+from importlib.metadata import version
 from pathlib import Path
 
 import nbformat
 
+from ..files import atomic_write_bytes, cache_dir
 from .feedback import HIDDEN_BEGIN
 from .nbconfig import course_config, ensure_tools_on_path
 from .records import Assignment, CheckCall, GradeCell, Report
@@ -83,22 +88,101 @@ def check_calls(grade_cells: list[GradeCell], where: str) -> None:
                                  f"got {call.answer!r}")
 
 
-def build_gradebook(root: Path, source: str, assignment: str, grading_dir: Path) -> str:
+def build_gradebook(root: Path, source: str, assignment: str, grading_dir: Path,
+                    release_dir: Path | None = None) -> str:
     """Create or update ``grading_dir/gradebook.db`` from ``root/source/assignment`` with
-    nbgrader's ``generate_assignment`` (into a throw-away release folder); returns its URL."""
+    nbgrader's ``generate_assignment``, which writes the release into ``release_dir``
+    (default: a throw-away folder); returns its URL."""
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
     ensure_tools_on_path()
     grading_dir.mkdir(parents=True, exist_ok=True)
-    with scratch_folder("release") as release:
-        config = course_config(root, grading_dir, source=source, release=release)
+    with scratch_folder("release") as scratch:
+        config = course_config(root, grading_dir, source=source, release=release_dir or scratch)
         api = NbGraderAPI(CourseDirectory(config=config), config=config)
         result = api.generate_assignment(assignment, force=True, create=True)
     if not result["success"]:
         raise RuntimeError(f"nbgrader generate_assignment {assignment} failed:\n{result.get('error', '')}"
                            f"\n{result.get('log', '')}")
     return config.CourseDirectory.db_url
+
+
+def build_release_gradebook(root: Path, source: str, assignment: str, grading_dir: Path) -> str:
+    """The gradebook of the release nbgrader makes from ``root/source/assignment``, the notebooks
+    ``llmcourse release`` writes to exercises/ (no hidden tests, no answers). The release is
+    regenerated into a scratch folder, so the copy in exercises/, which a student edits in
+    place, is never the source."""
+    with scratch_folder("rerelease") as tmp:
+        build_gradebook(root, source, assignment, Path(tmp) / "source", release_dir=Path(tmp) / "release")
+        return build_gradebook(root, str(Path(tmp) / "release"), assignment, grading_dir)
+
+
+CACHE_HEADER = b"llmcourse gradebook cache"
+
+
+def cached_gradebook(root: Path, source: str, assignment: str, grading_dir: Path, release: bool = False) -> str:
+    """``grading_dir/gradebook.db`` (a fresh folder), as ``build_gradebook`` would make it (with
+    ``release``: ``build_release_gradebook``), copied from the cache when nothing it depends on
+    changed (``gradebook_key``), else built and cached; returns its URL.
+
+    The entry, ``<cache>/gradebooks/<assignment>-[release-of-]<source>-<key>.db``, holds the
+    gradebook with its sha256: a damaged or unreadable one is rebuilt. nbgrader opens only the
+    copy, never the entry, so concurrent checks share it safely.
+    """
+    label = f"{assignment}-{'release-of-' if release else ''}{source}"
+    entry = cache_dir() / "gradebooks" / f"{label}-{gradebook_key(root, source, assignment, release)}.db"
+    db = Path(grading_dir) / "gradebook.db"
+    data = read_cache_entry(entry)
+    if data is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        db.write_bytes(data)
+        return course_config(root, grading_dir).CourseDirectory.db_url
+    build = build_release_gradebook if release else build_gradebook
+    db_url = build(root, source, assignment, Path(grading_dir))
+    write_cache_entry(entry, db.read_bytes(), superseded=f"{label}-{'?' * 64}.db")
+    return db_url
+
+
+def gradebook_key(root: Path, source: str, assignment: str, release: bool) -> str:
+    """sha256 of everything the gradebook of ``root/source/assignment`` is made from: its
+    notebooks (names and bytes), the course's ``nbgrader_config.py``, the code that builds it
+    (this module and ``nbconfig``), nbgrader's version, and whether it is the release's."""
+    here = Path(__file__)
+    files = [here, here.with_name("nbconfig.py"), Path(root) / "nbgrader_config.py",
+             *sorted((Path(root) / source / assignment).glob("*.ipynb"))]
+    parts = [str(release).encode(), version("nbgrader").encode()]
+    for file in files:
+        parts += [file.name.encode(), file.read_bytes()]
+    digest = hashlib.sha256()
+    for part in parts:  # length-prefixed, so no two different inputs run together alike
+        digest.update(len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()
+
+
+def read_cache_entry(entry: Path) -> bytes | None:
+    """The gradebook a cache entry holds, or None when there is none or it is damaged (unreadable,
+    not an entry, or its sha256 does not match)."""
+    try:
+        header, digest, data = entry.read_bytes().split(b"\n", 2)
+    except (OSError, ValueError):
+        return None
+    if header != CACHE_HEADER or digest != hashlib.sha256(data).hexdigest().encode():
+        return None
+    return data
+
+
+def write_cache_entry(entry: Path, data: bytes, superseded: str) -> None:
+    """Store ``data`` with its sha256 in ``entry`` atomically, and remove the entries it replaces
+    (the glob ``superseded`` beside it: the same assignment with another key). A cache that
+    cannot be written is left alone: it only saves time."""
+    try:
+        atomic_write_bytes(entry, b"\n".join([CACHE_HEADER, hashlib.sha256(data).hexdigest().encode(), data]))
+        for old in entry.parent.glob(superseded):
+            if old != entry:
+                old.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def save_grades(assignment: Assignment, report: Report) -> None:

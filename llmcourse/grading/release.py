@@ -2,7 +2,9 @@
 
 Runs ``nbgrader generate_assignment --force`` (solution regions become ``YOUR CODE HERE``
 stubs, hidden tests are removed, checksums are added), with a throw-away gradebook, then
-normalises every notebook so that regenerating gives byte-identical files.
+normalises every notebook so that regenerating gives byte-identical files, and marks it with
+its assignment (``metadata.llmcourse.assignment``), so ``llmcourse check`` knows what a copy
+of it is, whatever its name or folder.
 """
 from __future__ import annotations
 
@@ -16,20 +18,25 @@ from pathlib import Path
 from ..files import atomic_write_bytes
 from .nbconfig import ensure_tools_on_path, find_course
 
+METADATA_KEY = "llmcourse"  # a released notebook's metadata: {"llmcourse": {"assignment": "ch3"}}
 
-def normalise_notebook(path: Path) -> None:
+
+def normalise_notebook(path: Path, assignment: str) -> None:
     """Rewrite a generated notebook canonically: no outputs or execution counts, sorted
-    keys, one-space indent, a final newline (what ``nbformat.write`` would do)."""
+    keys, one-space indent, a final newline (what ``nbformat.write`` would do); and name its
+    assignment in its metadata (``METADATA_KEY``)."""
     nb = json.loads(path.read_text(encoding="utf-8"))
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
             cell["outputs"], cell["execution_count"] = [], None
+    nb["metadata"][METADATA_KEY] = {"assignment": assignment}
     atomic_write_bytes(path, (json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode())
 
 
-def assignments(root: Path) -> list[str]:
-    """The assignments of the course in ``root``: the folders of ``solutions/`` with a notebook."""
-    return sorted(p.name for p in (root / "solutions").iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
+def assignments(root: Path, source: str = "solutions") -> list[str]:
+    """The assignments of the course in ``root``: the folders of ``source`` (the instructor's
+    ``solutions/``, or the release ``exercises/``) with a notebook."""
+    return sorted(p.name for p in (root / source).iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
 
 
 def release(assignment: str | None = None, root: str | Path | None = None, release_dir: str | Path | None = None,
@@ -55,7 +62,7 @@ def release(assignment: str | None = None, root: str | Path | None = None, relea
             generated = Path(tmp) / name
             target = release_dir / name
             for nb in sorted(generated.rglob("*.ipynb")):
-                normalise_notebook(nb)
+                normalise_notebook(nb, name)
             if target.exists():
                 shutil.rmtree(target)
             shutil.copytree(generated, target, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "gradebook.db"))
