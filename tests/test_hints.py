@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import linecache
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,6 +35,10 @@ from llmcourse.grading.policy import runner_policy
 from llmcourse.grading.registry import REGISTRY, get_check
 from llmcourse.grading.scan import cell_findings
 from llmcourse.grading.scoring import note_failing_helpers
+
+sys.path.insert(0, str(Path(__file__).parent))
+from grading_fixtures_ch12 import MERGE_IN_PLACE  # noqa: E402
+from grading_fixtures_ch45 import ADAMW_IN_PLACE  # noqa: E402
 
 # ---------------------------------------------------------------- mistakes, by what they get wrong
 
@@ -310,20 +316,7 @@ def test_adamw_with_eps_inside_the_square_root_fails_a_visible_case_on_every_dra
     assert not result.passed and "eps inside the square root" in result.message, result.message
 
 
-MERGE_IN_PLACE = '''def merge_pair(ids, pair, new_id):
-    i = 0
-    while i < len(ids) - 1:
-        if ids[i] == pair[0] and ids[i + 1] == pair[1]:
-            ids[i:i + 2] = [new_id]
-        i += 1
-    return ids'''
 MERGE_COPY = "def merge_pair(ids, pair, new_id):\n    ids = list(ids)\n" + MERGE_IN_PLACE.split("\n", 1)[1]
-ADAMW_IN_PLACE = '''def adamw_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
-    param.mul_(1 - lr * weight_decay)
-    m = beta1 * m + (1 - beta1) * grad
-    v = beta2 * v + (1 - beta2) * grad * grad
-    m_hat, v_hat = m / (1 - beta1 ** step), v / (1 - beta2 ** step)
-    return param - lr * m_hat / (v_hat.sqrt() + eps), m, v'''
 ADAMW_COPY = ADAMW_IN_PLACE.replace("param.mul_(1 - lr * weight_decay)", "param = param * (1 - lr * weight_decay)")
 
 
