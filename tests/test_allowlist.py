@@ -613,7 +613,8 @@ def test_scan_finds_nothing_in_the_course_notebooks(folder, chapter):
     ("y = __import__('torch')", "uses __import__"),
     ("y = vars(torch)['ops']", "uses vars"),
     ("y = eval('1')", "uses eval"),
-    ("g = getattr(F, 'scaled_dot' + '_product_attention')", "uses scaled_dot_product_attention"),
+    ("g = getattr(F, 'scaled_dot' + '_product_attention')",
+     "uses 'scaled_dot' + '_product_attention' (scaled_dot_product_attention)"),
     ("def f(x):\n    return x.gi_frame.f_back", "frame, code and traceback"),
     ("import llmcourse.attention as a", "uses llmcourse"),
 ])

@@ -63,13 +63,14 @@ def _strings(tree: ast.AST) -> list[str]:
             if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings]
 
 
-def _banned_names(policy: dict) -> dict[str, str | None]:
-    """Squashed name -> the concept its built-in computes, for every concept's built-ins
-    (``None`` for ``llmcourse``): ``F.layer_norm`` and ``nn.LayerNorm`` squash alike."""
-    banned: dict[str, str | None] = {"llmcourse": None}
+def _banned_names(policy: dict) -> dict[str, tuple[str, str | None]]:
+    """Squashed name -> (a built-in's name, the concept it computes), for every concept's
+    built-ins (``None`` for ``llmcourse``): ``F.layer_norm`` and ``nn.LayerNorm`` squash alike."""
+    banned: dict[str, tuple[str, str | None]] = {"llmcourse": ("llmcourse", None)}
     for concept, spec in policy["concepts"].items():
         for dotted in spec["entry_points"]:
-            banned.setdefault(_squash(dotted.rsplit(".", 1)[1]), concept)
+            name = dotted.rsplit(".", 1)[1]
+            banned.setdefault(_squash(name), (name, concept))
     return banned
 
 
@@ -81,7 +82,7 @@ def _banned_reason(written: str, concept: str | None) -> str:
             f"with tensor operations")
 
 
-def _name_findings(tree: ast.Module, banned: dict[str, str | None]) -> list[str]:
+def _name_findings(tree: ast.Module, banned: dict[str, tuple[str, str | None]]) -> list[str]:
     """Reasons for every banned name used as an attribute, a module or imported name, or in
     strings, each naming what the cell wrote."""
     found: dict[str, str] = {}
@@ -93,7 +94,7 @@ def _name_findings(tree: ast.Module, banned: dict[str, str | None]) -> list[str]
             for squashed in (_squash(part), _squash(part)[::-1]):
                 if squashed in banned:
                     said = (written or part)[:80] + (f" (line {line})" if line else "")
-                    found.setdefault(squashed, _banned_reason(said, banned[squashed]))
+                    found.setdefault(squashed, _banned_reason(said, banned[squashed][1]))
 
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute):
@@ -109,10 +110,10 @@ def _name_findings(tree: ast.Module, banned: dict[str, str | None]) -> list[str]
     for text in names:
         flag(text, repr(text))
     glued = _squash("".join(names))  # pieces glued together at run time
-    for key, concept in banned.items():
+    for key, (name, concept) in banned.items():
         if (key in glued or key in glued[::-1]) and not any(key in _squash(t) or key in _squash(t)[::-1]
                                                              for t in names):
-            found.setdefault(key, _banned_reason(" + ".join(repr(t) for t in names), concept))
+            found.setdefault(key, _banned_reason(" + ".join(repr(t) for t in names)[:80] + f" ({name})", concept))
     return list(found.values())
 
 
