@@ -376,3 +376,18 @@ def test_each_exercise_of_a_shared_cell_earns_its_own_share():
     assert (heads.score, heads.max_score) == (1.0, 2.0)
     assert heads.messages[-1] == "points: split_heads 1/1, merge_heads 0/1"
     assert q1.score == 0.0 and not q1.messages[-1].startswith("points")  # one exercise, two calls: all or nothing
+
+
+def test_a_call_that_raised_is_not_said_to_have_changed_its_inputs(tmp_path):
+    """The runner sends arguments back only for a call that returned: one that raised is reported as raised."""
+    from llmcourse.grading.records import CheckCall, Report
+    from llmcourse.grading.sandbox import Limits
+    from llmcourse.grading.scoring import run_answers
+
+    cells = [{"id": "imports", "source": "import torch", "solution": False},
+             {"id": "merge", "source": "def merge_pair(ids, pair, new_id):\n    raise ValueError('not yet')",
+              "solution": True}]
+    call = CheckCall("ch2.merge_pair", "visible")
+    res = run_answers(cells, [call], tmp_path, Limits(wall_s=120, cell_s=20), Report("s", "chX", "chX"))[call]
+    assert not res.passed and "raised ValueError: not yet" in res.message and "in place" not in res.message, \
+        res.message

@@ -107,8 +107,8 @@ def run_answers(cells: list[dict], calls: list[CheckCall], scratch: Path, limits
                 break
             else:
                 got.append(decode_output(out["output"], tensors))
-            if check.keeps_inputs:  # no arguments back counts as changed: the runner always sends them
-                after = decode_output(out.get("inputs_after"), tensors)
+            if check.keeps_inputs:  # a call that returned always sends its arguments back: none counts as changed
+                after = decode_output(out.get("inputs_after"), tensors) if "output" in out else case.args
                 changed.append(changed_inputs(case.args, after) if isinstance(after, tuple)
                                and len(after) == len(case.args) else list(range(len(case.args))))
         if not res.reason:
