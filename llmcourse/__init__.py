@@ -19,93 +19,45 @@ imports only from the modules above it in this list (``tests/test_layers.py``):
 
 ``grading`` (the exercises' autograder) and ``cli`` (the ``llmcourse`` command) sit on
 top: they import the library, never the other way round.
-"""
-from .attention import (
-    CausalAttention,
-    KVCache,
-    MultiHeadAttention,
-    causal_mask,
-    merge_heads,
-    padded_causal_mask,
-    scaled_dot_product_attention,
-    simplified_self_attention,
-    split_heads,
-)
-from .config import PRESETS, TINY, GPTConfig, model_config_from
-from .data import NextTokenDataset, create_dataloader
-from .files import DATA_FILES, fetch, read_text
-from .generate import (
-    completion_ids,
-    generate,
-    generate_text,
-    next_token_probs,
-    sample_next_token,
-    softmax_with_temperature,
-    top_k_filter,
-    top_p_filter,
-)
-from .model import (
-    GELU,
-    GPT,
-    FeedForward,
-    LayerNorm,
-    TransformerBlock,
-    eval_mode,
-    gelu,
-    layer_norm,
-    linear_cross_entropy,
-    next_token_loss,
-    parameter_count,
-    resolve_device,
-)
-from .tokenizer import BPETokenizer, gpt2_tokenizer
-from .weights import load_gpt, load_hf_gpt2, load_model, save_model
 
-__all__ = [
-    "BPETokenizer",
-    "CausalAttention",
-    "DATA_FILES",
-    "FeedForward",
-    "GELU",
-    "GPT",
-    "GPTConfig",
-    "KVCache",
-    "LayerNorm",
-    "MultiHeadAttention",
-    "NextTokenDataset",
-    "PRESETS",
-    "TINY",
-    "TransformerBlock",
-    "causal_mask",
-    "create_dataloader",
-    "eval_mode",
-    "fetch",
-    "completion_ids",
-    "gelu",
-    "generate",
-    "generate_text",
-    "gpt2_tokenizer",
-    "layer_norm",
-    "load_gpt",
-    "load_hf_gpt2",
-    "load_model",
-    "linear_cross_entropy",
-    "merge_heads",
-    "model_config_from",
-    "next_token_loss",
-    "next_token_probs",
-    "padded_causal_mask",
-    "parameter_count",
-    "read_text",
-    "resolve_device",
-    "sample_next_token",
-    "save_model",
-    "scaled_dot_product_attention",
-    "simplified_self_attention",
-    "softmax_with_temperature",
-    "split_heads",
-    "top_k_filter",
-    "top_p_filter",
-]
+Importing ``llmcourse`` loads none of these: each name in ``EXPORTS`` is imported from its
+module the first time it is used (``from llmcourse import GPT`` works as it always does;
+Python's module ``__getattr__``, PEP 562), so a command that needs little, like
+``llmcourse check``, which starts its sandbox before torch is loaded, does not wait for all
+of it. The function ``generate`` is ``llmcourse.generate.generate``: at the top,
+``llmcourse.generate`` is the module.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
+
+# The public names, by the module that defines them (in the order of the list above).
+EXPORTS = {
+    "config": ("PRESETS", "TINY", "GPTConfig", "model_config_from"),
+    "files": ("DATA_FILES", "fetch", "read_text"),
+    "tokenizer": ("BPETokenizer", "gpt2_tokenizer"),
+    "data": ("NextTokenDataset", "create_dataloader"),
+    "attention": ("CausalAttention", "KVCache", "MultiHeadAttention", "causal_mask", "merge_heads",
+                  "padded_causal_mask", "scaled_dot_product_attention", "simplified_self_attention", "split_heads"),
+    "model": ("GELU", "GPT", "FeedForward", "LayerNorm", "TransformerBlock", "eval_mode", "gelu", "layer_norm",
+              "linear_cross_entropy", "next_token_loss", "parameter_count", "resolve_device"),
+    "generate": ("completion_ids", "generate_text", "next_token_probs", "sample_next_token",
+                 "softmax_with_temperature", "top_k_filter", "top_p_filter"),
+    "weights": ("load_gpt", "load_hf_gpt2", "load_model", "save_model"),
+}
+_HOME = {name: module for module, names in EXPORTS.items() for name in names}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    """``llmcourse.GPT`` and the like, imported from their module on first use."""
+    if name not in _HOME:
+        raise AttributeError(f"module 'llmcourse' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    globals()[name] = value  # later uses find it here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

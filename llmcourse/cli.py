@@ -176,6 +176,20 @@ def _skip_jsonschema_iri_format() -> None:
     sys.modules.setdefault("rfc3987_syntax", None)  # None: an ImportError, which jsonschema expects
 
 
+def _skip_nbgrader_server_extensions() -> None:
+    """Keep nbgrader's package from loading its Jupyter server extensions (its ``__init__``
+    imports them, and with them jupyter_server, tornado and nbgrader's exchange: 0.3-0.6 s
+    of a ``check`` here). They only plug nbgrader into a running Jupyter server, which
+    ``check`` never starts; the preprocessors and the gradebook it uses do not import them.
+    Only this process is affected."""
+    import types
+
+    for name in ("assignment_list", "course_list", "validate_assignment", "formgrader"):
+        stub = types.ModuleType(f"nbgrader.server_extensions.{name}", "not loaded by llmcourse check")
+        stub.load_jupyter_server_extension = None  # the one name nbgrader's __init__ takes from each
+        sys.modules.setdefault(stub.__name__, stub)
+
+
 def _skip_final_collection() -> None:
     """Move every object into the collector's permanent generation (``gc.freeze``), so the
     interpreter's exit does not walk the heap torch, nbgrader and sqlalchemy left (1.1 s of a
@@ -188,8 +202,9 @@ def _skip_final_collection() -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     _skip_jsonschema_iri_format()
-    from .grading.grade import check_notebook, format_report
+    _skip_nbgrader_server_extensions()
     from .grading.sandbox import Limits, sandbox_problem
+    from .grading.scoring import AnswerRunner  # neither imports torch or nbgrader yet
 
     # A notebook can come from anyone: without bubblewrap its code would run with process
     # limits only, so that needs --unsandboxed, said on purpose (and each run is time-limited).
@@ -199,8 +214,13 @@ def cmd_check(args: argparse.Namespace) -> int:
               f"anyway, with process and time limits only, with --unsandboxed (only for a notebook you trust).",
               file=sys.stderr)
         return 3
-    report = check_notebook(args.notebook, args.course, limits=Limits(allow_unsandboxed=args.unsandboxed), execute=False,
-                            with_solutions=args.with_solutions, assignment=args.assignment)
+    limits = Limits(allow_unsandboxed=args.unsandboxed)
+    # The answer runner starts first: its sandbox and torch import overlap this process's imports.
+    with AnswerRunner(limits) as runner:
+        from .grading.grade import check_notebook, format_report
+
+        report = check_notebook(args.notebook, args.course, limits=limits, execute=False,
+                                with_solutions=args.with_solutions, assignment=args.assignment, runner=runner)
     print(format_report(report))
     _skip_final_collection()
     return 0 if report.status == "graded" and report.score == report.max_score else 1

@@ -23,9 +23,9 @@ from llmcourse.grading.checks import judge, make_cases
 from llmcourse.grading.intake import runner_cells
 from llmcourse.grading.policy import ATTENTION, CROSS_ENTROPY, GELU, LAYER_NORM, SOFTMAX, runner_policy, torch_names
 from llmcourse.grading.registry import REGISTRY
-from llmcourse.grading.sandbox import Limits, run_isolated
+from llmcourse.grading.sandbox import Limits, Stdin, run_isolated
 from llmcourse.grading.scan import cell_findings, delegation_reasons
-from llmcourse.grading.wire import decode_output, encode_inputs
+from llmcourse.grading.wire import decode_output, encode_inputs, encode_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = Path(answer_runner.__file__).resolve()
@@ -38,9 +38,8 @@ pytestmark = pytest.mark.xdist_group("allowlist")
 def start_runner(workdir: Path, cells: list[dict], calls: list[tuple[str, str, tuple]], policy: dict):
     """Run the answer runner in the sandbox, as grading does; returns ``run_isolated``'s result."""
     spec = {"cells": cells, "policy": policy, "cell_timeout": LIMITS.cell_s, "ready_file": "ready"}
-    (workdir / "spec.json").write_text(json.dumps(spec))
-    return run_isolated([sys.executable, "-I", str(RUNNER), "spec.json"], workdir, LIMITS,
-                        stdin=encode_inputs(calls), stdin_after="ready")
+    return run_isolated([sys.executable, "-I", str(RUNNER)], workdir, LIMITS,
+                        stdin=[Stdin(encode_spec(spec)), Stdin(encode_inputs(calls), after="ready")])
 
 
 def run_runner(workdir: Path, cells: list[dict], calls: list[tuple[str, str, tuple]], policy: dict) -> dict:

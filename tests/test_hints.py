@@ -338,7 +338,7 @@ def test_a_function_that_changes_its_inputs_fails_where_the_task_forbids_it(chec
         assert run_check(check_id, _defined(right), kind, seed=3).passed
 
 
-def test_the_grader_sees_inputs_changed_in_the_answer_runner(tmp_path):
+def test_the_grader_sees_inputs_changed_in_the_answer_runner():
     """The same in the sandbox: the runner sends the arguments back, the parent compares them."""
     from llmcourse.grading.records import CheckCall, Report
     from llmcourse.grading.sandbox import Limits
@@ -347,11 +347,9 @@ def test_the_grader_sees_inputs_changed_in_the_answer_runner(tmp_path):
     given = {"id": "imports", "source": "import torch", "solution": False}
     calls = [CheckCall("ch2.merge_pair", "hidden"), CheckCall("ch4.adamw_step", "visible")]
     for (merge, adamw), passed in (((MERGE_IN_PLACE, ADAMW_IN_PLACE), False), ((MERGE_COPY, ADAMW_COPY), True)):
-        scratch = tmp_path / str(passed)
-        scratch.mkdir()
         cells = [given, {"id": "merge", "source": merge, "solution": True},
                  {"id": "adamw", "source": adamw, "solution": True}]
-        results = run_answers(cells, calls, scratch, Limits(wall_s=120, cell_s=20), Report("s", "chX", "chX"))
+        results = run_answers(cells, calls, Limits(wall_s=120, cell_s=20), Report("s", "chX", "chX"))
         for call, res in results.items():
             assert res.passed is passed, res.message
             if not passed:
@@ -378,7 +376,7 @@ def test_each_exercise_of_a_shared_cell_earns_its_own_share():
     assert q1.score == 0.0 and not q1.messages[-1].startswith("points")  # one exercise, two calls: all or nothing
 
 
-def test_a_call_that_raised_is_not_said_to_have_changed_its_inputs(tmp_path):
+def test_a_call_that_raised_is_not_said_to_have_changed_its_inputs():
     """The runner sends arguments back only for a call that returned: one that raised is reported as raised."""
     from llmcourse.grading.records import CheckCall, Report
     from llmcourse.grading.sandbox import Limits
@@ -388,6 +386,6 @@ def test_a_call_that_raised_is_not_said_to_have_changed_its_inputs(tmp_path):
              {"id": "merge", "source": "def merge_pair(ids, pair, new_id):\n    raise ValueError('not yet')",
               "solution": True}]
     call = CheckCall("ch2.merge_pair", "visible")
-    res = run_answers(cells, [call], tmp_path, Limits(wall_s=120, cell_s=20), Report("s", "chX", "chX"))[call]
+    res = run_answers(cells, [call], Limits(wall_s=120, cell_s=20), Report("s", "chX", "chX"))[call]
     assert not res.passed and "raised ValueError: not yet" in res.message and "in place" not in res.message, \
         res.message

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ import pytest
 from llmcourse.grading import sandbox
 from llmcourse.grading.grade import grade_assignment
 from llmcourse.grading.sandbox import (Limits, SandboxUnavailable, find_bwrap, require_sandbox, run_isolated,
-                                       sandbox_problem)
+                                       Stdin, sandbox_problem)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from grading_fixtures import HEADS, MASK, MHA, ROOT, SDPA, SIMPLIFIED, SOURCE, Fixture, notebook_text  # noqa: E402
@@ -634,14 +635,45 @@ def test_only_a_regular_ready_file_releases_the_inputs(tmp_path, kind):
     limit. A regular file releases the inputs (the control)."""
     code = READ_STDIN.format(kind=kind)
     start = time.monotonic()
-    result = run_isolated([sys.executable, "-c", code], tmp_path, Limits(wall_s=4), stdin=b"the inputs",
-                          stdin_after="ready")
+    result = run_isolated([sys.executable, "-c", code], tmp_path, Limits(wall_s=4),
+                          stdin=[Stdin(b"the inputs", after="ready")])
     seconds = time.monotonic() - start
     if kind == "file":
         assert result.stdout == b"GOT 10\n" and result.reason == "", result
     else:
         assert result.timed_out and b"GOT" not in result.stdout, result
         assert seconds < 4 + 10, seconds
+
+
+def test_stdin_parts_wait_for_their_data_and_a_failed_one_stops_the_child(tmp_path):
+    """A part whose data the parent resolves later reaches the child when it is known, after
+    the parts before it; a part whose Future fails (the parent gave up) kills the child,
+    which never sees an end of input it could take for the data."""
+    later = Future()
+    threading.Timer(0.5, later.set_result, [b"late"]).start()
+    result = run_isolated([sys.executable, "-c", "import sys; print(sys.stdin.buffer.read())"], tmp_path,
+                          Limits(wall_s=60), stdin=[Stdin(b"early "), Stdin(later)])
+    assert result.stdout == b"b'early late'\n" and result.reason == "", result
+    gave_up = Future()
+    threading.Timer(0.5, gave_up.set_exception, [RuntimeError("grading gave up")]).start()
+    code = "import sys; data = sys.stdin.buffer.read(); print('read', len(data))"
+    result = run_isolated([sys.executable, "-c", code], tmp_path, Limits(wall_s=60), stdin=[Stdin(b"x"), Stdin(gave_up)])
+    assert b"read" not in result.stdout and not result.timed_out and not result.clean, result
+    assert "killed" in result.reason, result
+
+
+def test_an_answer_runner_never_given_its_cells_is_stopped_and_removed():
+    """The runner is started before the submission is read; when the submission is rejected
+    it is never sent its cells: leaving its ``with`` block kills it (not the time limit) and
+    removes its folder."""
+    from llmcourse.grading.scoring import AnswerRunner
+
+    with AnswerRunner(Limits(wall_s=600)) as runner:
+        workdir = runner.workdir
+        assert workdir.is_dir()
+    assert not workdir.exists()
+    result = runner._done.result()
+    assert not result.timed_out and not result.clean and "killed" in result.reason, result
 
 
 def test_disk_walk_never_follows_symlinks(tmp_path):

@@ -1,11 +1,14 @@
 """The answer runner: runs a student's answer code in a fresh process and calls its functions.
 
-Run by path in the sandbox, ``python -I answer_runner.py spec.json``, in a scratch folder.
-It imports nothing from ``llmcourse`` and makes ``llmcourse`` unimportable before any
-student code runs (``scan.py`` imports this module for its syntax rule, so that the static
-scan reports exactly what this refuses). Steps:
+Run by path in the sandbox, ``python -I answer_runner.py``, in a scratch folder, started
+before the grader knows what it will run: it imports torch, then waits for its spec on
+stdin (``wire.encode_spec``), so that its start overlaps the grader's own. It imports
+nothing from ``llmcourse`` and makes ``llmcourse`` unimportable before any student code
+runs (``scan.py`` imports this module for its syntax rule, so that the static scan reports
+exactly what this refuses). Steps:
 
-1. block ``llmcourse``, then set up the policy of ``spec["policy"]`` (``policy.runner_policy``);
+1. read the spec, block ``llmcourse``, then set up the policy of ``spec["policy"]``
+   (``policy.runner_policy``);
 2. execute the answer and given cells of the spec, in order, in one namespace, each with a
    time limit (SIGALRM), keeping going after errors as a notebook would;
 3. create the ``ready`` file and only then read the inputs from stdin: a JSON header
@@ -517,12 +520,20 @@ def _describe_error(e):
     return "".join(lines).strip()[-500:]
 
 
+def read_message():
+    """A length-prefixed JSON object from stdin (the spec, the inputs' header); the parent
+    closing stdin first (it gave up on this run) ends the runner."""
+    stdin = sys.stdin.buffer
+    prefix = stdin.read(8)
+    if len(prefix) < 8:
+        _exit(1)
+    return json.loads(stdin.read(struct.unpack("<Q", prefix)[0]))
+
+
 def read_inputs():
     """The header and tensors the parent sends once the student code has run."""
-    stdin = sys.stdin.buffer
-    size = struct.unpack("<Q", stdin.read(8))[0]
-    header = json.loads(stdin.read(size))
-    tensors = _st_load(stdin.read())
+    header = read_message()
+    tensors = _st_load(sys.stdin.buffer.read())
     return header, tensors
 
 
@@ -577,8 +588,7 @@ def call_all(header, tensors, namespace, guard: ConceptGuard, functions: dict, r
 
 
 def main():
-    with _open(sys.argv[1]) as f:
-        spec = json.load(f)
+    spec = read_message()
     block_llmcourse()
     gc.disable()  # a collection could run a student object's finalizer inside the guard's own handler
     policy = spec["policy"]

@@ -7,9 +7,10 @@ For one submission (``grade_submission``, run in a worker process):
    rejected with a reason;
 2. restore test and given cells from the trusted source with nbgrader's preprocessors
    (checksums, ``OverwriteCells`` with ``add_missing_cells``);
-3. run the answer runner in a sandbox (``scoring``): the answer and given cells, then the
-   named functions on inputs generated here with a fresh seed and sent after the student
-   code ran; compare its outputs with ``llmcourse`` here and score every grade cell;
+3. run the answer runner in a sandbox (``scoring``; started before step 1, so that its
+   start overlaps steps 1-2): the answer and given cells, then the named functions on
+   inputs generated here with a fresh seed and sent after the student code ran; compare
+   its outputs with ``llmcourse`` here and score every grade cell;
 4. execute the restored notebook, hidden tests removed, in another sandbox, only for the
    outputs the feedback shows (``notebook_run``: outputs copied into the trusted notebook).
 
@@ -20,6 +21,7 @@ every student) and the feedback HTML (``feedback``), each file atomically.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -49,37 +51,40 @@ from .records import Assignment, Rejected, Report
 from .release import METADATA_KEY, assignments
 from .results import write_csv, write_report_json
 from .sandbox import Limits, bwrap_problem, require_sandbox, sandbox_problem, scratch_folder
-from .scoring import run_answers, score_cells
+from .scoring import AnswerRunner, score_cells
 from .scratch import remove_stale
 from .untrusted import UntrustedFile, read_untrusted, untrusted_path
 
 # ---------------------------------------------------------------- one submission
 
 def grade_submission(data: bytes, name: str, student: str, assignment: Assignment, limits: Limits,
-                     execute: bool = True) -> tuple[Report, str | None]:
+                     execute: bool = True, runner: AnswerRunner | None = None) -> tuple[Report, str | None]:
     """Grade one notebook file's bytes (``name``: its file name, for messages); returns the
     report and the autograded notebook (JSON): the trusted restored notebook, with the outputs
-    of the feedback run and the grader's results.
+    of the feedback run and the grader's results. ``runner``: an answer runner the caller
+    started earlier (``llmcourse check`` starts it before its own imports); else one is
+    started here, before the notebook is read, so that the two overlap.
 
     Runs student code only in sandboxes, in a scratch folder; never raises for anything in
     the submission.
     """
     started = time.monotonic()
     report = Report(student, assignment.name, assignment.notebook)
-    try:
-        nb = read_submission(data, name)
-        report.notes += check_metadata(nb, assignment)
-        nb = restore(nb, assignment, student)
-    except Rejected as e:
-        report.reject(assignment, str(e))
-        report.seconds = time.monotonic() - started
-        return report, None
-    with scratch_folder("grade") as tmp:
-        scratch = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        runner = runner or stack.enter_context(AnswerRunner(limits))
+        try:
+            nb = read_submission(data, name)
+            report.notes += check_metadata(nb, assignment)
+            nb = restore(nb, assignment, student)
+        except Rejected as e:
+            report.reject(assignment, str(e))
+            report.seconds = time.monotonic() - started
+            return report, None
         calls = list(dict.fromkeys(c for cell in assignment.grade_cells for c in cell.calls))
-        results = run_answers(runner_cells(nb), calls, scratch, limits, report)
+        results = runner.run(runner_cells(nb), calls, report)
         score_cells(assignment, results, report)
         if execute:
+            scratch = Path(stack.enter_context(scratch_folder("grade")))
             error = execute_for_feedback(nb, without_hidden_tests(nb), scratch, limits, report)
             if error:
                 report.notes.append(f"running the notebook for feedback: {error}")
@@ -196,7 +201,8 @@ def _only_notebook(folder: Path, how: str = "name one with --notebook") -> str:
 # ---------------------------------------------------------------- a student's own check
 
 def check_notebook(path: str | Path, root: str | Path | None = None, limits: Limits = Limits(),
-                   execute: bool = False, with_solutions: bool = False, assignment: str | None = None) -> Report:
+                   execute: bool = False, with_solutions: bool = False, assignment: str | None = None,
+                   runner: AnswerRunner | None = None) -> Report:
     """``llmcourse check``: the trusted pipeline on one notebook at any path, without a class gradebook.
 
     The assignment is ``assignment`` (``--assignment``), else the one the notebook's metadata
@@ -207,6 +213,7 @@ def check_notebook(path: str | Path, root: str | Path | None = None, limits: Lim
     course without solutions/, exercises/); an instructor asks for ``solutions/`` itself
     (hidden checks and keys) with ``with_solutions``.
     Its gradebook comes from the cache when the course did not change (``cached_gradebook``).
+    ``runner``: an answer runner started with ``limits`` before this (see ``grade_submission``).
     ``root`` is the course folder (default: ``$LLMCOURSE_COURSE``, else the course the notebook
     sits in, else the current directory's).
     """
@@ -230,7 +237,7 @@ def check_notebook(path: str | Path, root: str | Path | None = None, limits: Lim
         trusted = load_assignment(db_url, name, notebook)
         if not with_solutions:  # the release's hidden test cells hold no checks: they are not scored here
             trusted = dataclasses.replace(trusted, grade_cells=tuple(c for c in trusted.grade_cells if c.calls))
-        report, _ = grade_submission(data, path.name, "you", trusted, limits, execute=execute)
+        report, _ = grade_submission(data, path.name, "you", trusted, limits, execute=execute, runner=runner)
     if not with_solutions:
         report.notes.append("visible checks only: the hidden checks (other shapes, edge cases, the concept "
                             "answers) are graded when you submit")

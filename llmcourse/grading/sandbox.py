@@ -65,6 +65,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -550,21 +553,31 @@ def require_sandbox(limits: Limits) -> bool:
 
 # ---------------------------------------------------------------- running
 
-def run_isolated(argv: list[str], workdir: str | os.PathLike, limits: Limits, stdin: bytes = b"",
-                 stdin_after: str | None = None, env: dict[str, str] | None = None) -> Result:
+@dataclass(frozen=True)
+class Stdin:
+    """One part of a child's standard input: ``data``, or what the Future ``data`` resolves to
+    (the parent may still be working it out while the child starts), written once the
+    child has created the file ``after`` in its folder, if one is named (a regular file: a
+    symlink or a FIFO of that name does not count). A Future that fails stops the child."""
+    data: bytes | Future
+    after: str | None = None
+
+
+def run_isolated(argv: list[str], workdir: str | os.PathLike, limits: Limits,
+                 stdin: bytes | Sequence[Stdin] = b"", env: dict[str, str] | None = None) -> Result:
     """Run ``argv`` in ``workdir`` under ``limits``; never raises for anything the child does.
 
     ``argv[0]`` may be ``sys.executable``; other absolute paths to files in ``argv`` (the
     grading scripts) are mounted read-only under ``/opt/grader``. ``stdin`` is written to
-    the child's standard input; with ``stdin_after`` (a file name in ``workdir``) only once
-    the child has created that file (a regular file: a symlink or a FIFO of that name does
-    not count). The answer runner uses this to receive the test inputs only after the
-    student's code has run. Raises ``SandboxUnavailable`` when bubblewrap or a cgroup
-    cannot be used and ``limits`` does not allow running without.
+    the child's standard input, at once or in parts (``Stdin``), in order; then it is
+    closed. The answer runner uses parts to start before its cells are known and to receive
+    the test inputs only after the student's code has run. Raises ``SandboxUnavailable``
+    when bubblewrap or a cgroup cannot be used and ``limits`` does not allow running without.
     """
     workdir = Path(workdir)
     bwrap, place = _allowed(limits)
-    return _run(find_bwrap() if bwrap else None, argv, workdir, limits, stdin, stdin_after, env, place)
+    parts = [Stdin(stdin)] if isinstance(stdin, bytes) else list(stdin)
+    return _run(find_bwrap() if bwrap else None, argv, workdir, limits, parts, env, place)
 
 
 _LAUNCHER = """\
@@ -679,8 +692,8 @@ def _set_limits(limits: Limits) -> None:
         resource.setrlimit(name, (value, value))
 
 
-def _run(bwrap: str | None, argv: list[str], workdir: Path, limits: Limits, stdin: bytes,
-         stdin_after: str | None, env: dict[str, str] | None, place: _Place | None = None) -> Result:
+def _run(bwrap: str | None, argv: list[str], workdir: Path, limits: Limits, stdin: list[Stdin],
+         env: dict[str, str] | None, place: _Place | None = None) -> Result:
     deadline = time.monotonic() + limits.wall_s
     cgroup, proc, usage = None, None, {}
     with scratch_folder("support") as support:
@@ -704,10 +717,9 @@ def _run(bwrap: str | None, argv: list[str], workdir: Path, limits: Limits, stdi
                                     stderr=subprocess.PIPE, env=child_env, preexec_fn=preexec,
                                     start_new_session=True)
             out, err = [], []
-            ready = workdir / stdin_after if stdin_after else None
             threads = [threading.Thread(target=_drain, args=(proc.stdout, limits.output_bytes, out), daemon=True),
                        threading.Thread(target=_drain, args=(proc.stderr, limits.output_bytes, err), daemon=True),
-                       threading.Thread(target=_feed, args=(proc, stdin, ready, deadline), daemon=True)]
+                       threading.Thread(target=_feed, args=(proc, stdin, workdir, deadline), daemon=True)]
             for t in threads:
                 t.start()
             timed_out, over_disk = False, ""
@@ -846,20 +858,36 @@ def _is_regular_file(path: Path) -> bool:
         return False
 
 
-def _feed(proc: subprocess.Popen, data: bytes, ready_file: Path | None, deadline: float) -> None:
-    """Write ``data`` to the child's stdin and close it, once ``ready_file`` is a regular file
-    (if one is named). When the child exits or the deadline passes first, stdin stays open:
-    an end of input is never a signal the child gets instead of the inputs, and ``_run``
-    closes the pipe after the kill."""
-    while ready_file is not None and not _is_regular_file(ready_file):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            return
-        time.sleep(0.01)
+def _feed(proc: subprocess.Popen, parts: list[Stdin], workdir: Path, deadline: float) -> None:
+    """Write each part of the child's stdin in turn, once its ``after`` file is a regular file
+    and its data is known, then close stdin. When the child exits or the deadline passes
+    first, stdin stays open: an end of input is never a signal the child gets instead of
+    the inputs, and ``_run`` closes the pipe after the kill. A part whose Future failed (the
+    parent gave up on this run) kills the child, which then ends like a timed-out one."""
+    for part in parts:
+        while part.after is not None and not _is_regular_file(workdir / part.after):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+        data = part.data
+        while isinstance(data, Future):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return
+            try:
+                data = data.result(timeout=0.05)
+            except FutureTimeout:
+                continue
+            except BaseException:  # noqa: BLE001 -- the parent's reason is its own to report
+                _kill_group(proc.pid)
+                return
+        try:
+            proc.stdin.write(data)
+        except (BrokenPipeError, OSError):
+            return  # the child exited or closed its stdin: its loss, reported by its exit status
     try:
-        proc.stdin.write(data)
         proc.stdin.close()
     except (BrokenPipeError, OSError):
-        pass  # the child exited or closed its stdin: its loss, reported by its exit status
+        pass
 
 
 def _kill_group(pgid: int) -> None:

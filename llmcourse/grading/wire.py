@@ -1,8 +1,10 @@
 """The answer runner's wire format: the inputs sent to it, and its outputs read back.
 
-Inputs (parent -> runner, on stdin, after the student code ran): an 8-byte length, a JSON
-header naming each call (``{"key", "function", "args"}``, tensors by name) and a safetensors
-blob. Outputs (runner -> parent, files in its scratch folder): ``outputs.json``
+On the runner's stdin (parent -> runner), two parts: first the spec (an 8-byte length and a
+JSON object: the cells to run, the policy, the cell time limit, the name of the ``ready``
+file), sent as soon as the parent has it; then, only after the student code ran, the
+inputs: an 8-byte length, a JSON header naming each call (``{"key", "function", "args"}``,
+tensors by name) and a safetensors blob. Outputs (runner -> parent, files in its scratch folder): ``outputs.json``
 (``{"cells": [{"id", "error"}], "calls": {key: {"output": ..., "inputs_after"?: ...} | {"error": ...}}}``) and
 ``outputs.safetensors``. The outputs come from a process that ran student code, so they
 are read with ``read_untrusted`` and checked for shape before anything uses them: a
@@ -24,6 +26,12 @@ MAX_DEPTH = 16  # tuples of tuples...
 
 class WireError(ValueError):
     """The runner's outputs are missing or not in the wire format."""
+
+
+def encode_spec(spec: dict) -> bytes:
+    """The runner's spec (``{"cells", "policy", "cell_timeout", "ready_file"}``), as it reads it."""
+    blob = json.dumps(spec).encode()
+    return struct.pack("<Q", len(blob)) + blob
 
 
 def encode_inputs(calls: list[tuple[str, str, tuple]], keep_inputs: frozenset[str] = frozenset()) -> bytes:
