@@ -45,7 +45,8 @@ def run_check(check_id: str, fn: Callable, kind: str = "visible", seed: int | No
             return result
         except Exception as e:  # the student's error, reported as such, with the student's line
             outputs.append(Raised(_describe_raised(e)))
-        changed.append(changed_inputs(case.args, args))
+        if check.keeps_inputs:  # the task says the inputs stay as they were
+            changed.append(changed_inputs(case.args, args))
     result.cases = judge_cases(check, cases, outputs, kind, answer, changed)
     result.passed = all(case.passed for case in result.cases)
     if not result.passed and follow_calls:

@@ -11,8 +11,9 @@ For one submission (``grade_submission``, run in a worker process):
    start overlaps steps 1-2): the answer and given cells, then the named functions on
    inputs generated here with a fresh seed and sent after the student code ran; compare
    its outputs with ``llmcourse`` here and score every grade cell;
-4. execute the restored notebook, hidden tests removed, in another sandbox, only for the
-   outputs the feedback shows (``notebook_run``: outputs copied into the trusted notebook).
+4. execute the restored notebook, hidden tests removed, in another sandbox, beside step 3,
+   only for the outputs the feedback shows (``notebook_run``: outputs copied into the
+   trusted notebook).
 
 For a class (``grade_assignment``): workers (``pool``) do the above, one job each, so a
 crash or a hang costs one student; the parent alone writes the gradebook (``gradebook``),
@@ -26,6 +27,7 @@ import dataclasses
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -51,7 +53,7 @@ from .records import Assignment, Rejected, Report
 from .release import METADATA_KEY, assignments
 from .results import write_csv, write_report_json
 from .sandbox import Limits, bwrap_problem, require_sandbox, sandbox_problem, scratch_folder
-from .scoring import AnswerRunner, score_cells
+from .scoring import AnswerRunner, note_sandbox, score_cells
 from .scratch import remove_stale
 from .untrusted import UntrustedFile, read_untrusted, untrusted_path
 
@@ -81,11 +83,16 @@ def grade_submission(data: bytes, name: str, student: str, assignment: Assignmen
             report.seconds = time.monotonic() - started
             return report, None
         calls = list(dict.fromkeys(c for cell in assignment.grade_cells for c in cell.calls))
-        results = runner.run(runner_cells(nb), calls, report)
-        score_cells(assignment, results, report)
-        if execute:
+        cells = runner_cells(nb)
+        if execute:  # the feedback run, in its own sandbox, beside the answer runner
             scratch = Path(stack.enter_context(scratch_folder("grade")))
-            error = execute_for_feedback(nb, without_hidden_tests(nb), scratch, limits, report)
+            pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="feedback-run"))
+            feedback = pool.submit(execute_for_feedback, nb, without_hidden_tests(nb), scratch, limits)
+        results = runner.run(cells, calls, report)
+        score_cells(assignment, results, report)
+        if execute:  # its notes after the runner's, so a report reads the same on every run
+            error, result = feedback.result()
+            note_sandbox(report, result)
             if error:
                 report.notes.append(f"running the notebook for feedback: {error}")
     annotate(nb, report)
@@ -141,7 +148,10 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
     remove_stale()
     notebook = notebook or _only_notebook(source_dir)
     config = course_config(root, out, submitted=submitted)
-    db_url = build_gradebook(root, "solutions", assignment, out)
+    # A new class's gradebook is the source's, from the cache when built before (nbgrader's
+    # generate_assignment takes 4-6 s); an existing one is updated by nbgrader, grades kept.
+    fresh = not (out / "gradebook.db").exists()
+    db_url = (cached_gradebook if fresh else build_gradebook)(root, "solutions", assignment, out)
     trusted = load_assignment(db_url, assignment, notebook)
     found = find_submissions(submitted, assignment)
     work = [(submitted, s.student, trusted, limits) for s in found if s.problem is None]

@@ -122,7 +122,7 @@ CACHE_HEADER = b"llmcourse gradebook cache"
 
 
 def cached_gradebook(root: Path, source: str, assignment: str, grading_dir: Path, release: bool = False) -> str:
-    """``grading_dir/gradebook.db`` (a fresh folder), as ``build_gradebook`` would make it (with
+    """``grading_dir/gradebook.db`` (where there is none yet), as ``build_gradebook`` would make it (with
     ``release``: ``build_release_gradebook``), copied from the cache when nothing it depends on
     changed (``gradebook_key``), else built and cached; returns its URL.
 
@@ -135,8 +135,7 @@ def cached_gradebook(root: Path, source: str, assignment: str, grading_dir: Path
     db = Path(grading_dir) / "gradebook.db"
     data = read_cache_entry(entry)
     if data is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        db.write_bytes(data)
+        atomic_write_bytes(db, data)  # a class's gradebook starts here: never half written
         return course_config(root, grading_dir).CourseDirectory.db_url
     build = build_release_gradebook if release else build_gradebook
     db_url = build(root, source, assignment, Path(grading_dir))

@@ -14,9 +14,7 @@ from pathlib import Path
 
 import nbformat
 
-from .records import Report
-from .sandbox import Limits, run_isolated
-from .scoring import note_sandbox
+from .sandbox import Limits, Result, run_isolated
 from .untrusted import UntrustedFile, read_untrusted
 from .wire import text
 
@@ -24,15 +22,21 @@ HERE = Path(__file__).resolve().parent
 MAX_EXECUTED_BYTES = 64 * 2**20  # the sandbox's file-size limit
 
 
-def execute_for_feedback(nb, sent, scratch: Path, limits: Limits, report: Report) -> str:
+def execute_for_feedback(nb, sent, scratch: Path, limits: Limits) -> tuple[str, Result]:
     """Execute ``sent`` (``nb`` with hidden tests removed) in a sandbox and copy its outputs
-    into ``nb``, in place. Returns why execution failed ("" when it did not)."""
+    into ``nb``, in place. Returns why execution failed ("" when it did not) and the
+    sandbox's result, for the report (``scoring.note_sandbox``). Touches nothing else, so it
+    can run beside the answer runner."""
     workdir = scratch / "execute"
     workdir.mkdir()
     nbformat.write(sent, workdir / "restored.ipynb")
     result = run_isolated([sys.executable, "-I", str(HERE / "execute_notebook.py"), "restored.ipynb",
                            "executed.ipynb", str(limits.cell_s), str(limits.output_bytes)], workdir, limits)
-    note_sandbox(report, result)
+    return _copy_back(nb, workdir, result, limits), result
+
+
+def _copy_back(nb, workdir: Path, result: Result, limits: Limits) -> str:
+    """The executed notebook's outputs into ``nb``; why that could not be done ("" if it was)."""
     if not result.clean:
         return f"executing the notebook failed: {result.reason or f'exited with status {result.returncode}'}"
     try:
