@@ -9,6 +9,7 @@ hard link, at most ``MAX_NOTEBOOK_BYTES``). What is refused is graded 0 with the
 from __future__ import annotations
 
 import copy
+import csv
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import nbformat
 
 from .records import Assignment, Rejected
-from .untrusted import UntrustedFile, read_untrusted
+from .untrusted import MissingFile, UntrustedFile, read_untrusted
 
 MAX_NOTEBOOK_BYTES = 32 * 2**20  # a notebook with plots is a few MB; more is refused, not read
 MAX_ID_LENGTH = 100
@@ -71,12 +72,51 @@ def find_submissions(submitted: Path, assignment: str) -> list[Submission]:
     return found
 
 
+def read_roster(path: Path) -> list[str]:
+    """The student ids of a roster, a CSV file with a ``student`` or ``id`` column (the
+    instructor's, e.g. exported from the LMS); a ``ValueError`` names a missing column or the
+    line of an id that could not be a student's (``student_id_problem``)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a spreadsheet's export starts with a BOM
+        reader = csv.DictReader(f)
+        columns = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
+        column = columns.get("student", columns.get("id"))
+        if column is None:
+            raise ValueError(f"roster {path}: no 'student' or 'id' column (its columns: "
+                             f"{', '.join(map(repr, reader.fieldnames or [])) or 'none'})")
+        ids = []
+        for row in reader:
+            student = (row.get(column) or "").strip()
+            if not student:
+                continue
+            problem = student_id_problem(student)
+            if problem:
+                raise ValueError(f"roster {path}, line {reader.line_num}: {printable(repr(student), 100)} is "
+                                 f"not a valid student id: {problem}")
+            ids.append(student)
+    return ids
+
+
 def read_submitted_notebook(submitted: Path, student: str, assignment: str, notebook: str) -> bytes:
     """The bytes of ``submitted/student/assignment/notebook.ipynb``, or ``Rejected`` saying why."""
     try:
         return read_untrusted(submitted, [student, assignment, f"{notebook}.ipynb"], MAX_NOTEBOOK_BYTES)
+    except MissingFile as e:
+        others = other_notebooks(Path(submitted) / student / assignment)
+        if others:
+            raise Rejected(f"found {', '.join(others)}, expected {notebook}.ipynb") from None
+        raise Rejected(f"the submitted file was refused: {e}") from None
     except UntrustedFile as e:
         raise Rejected(f"the submitted file was refused: {e}") from None
+
+
+def other_notebooks(folder: Path, limit: int = 5) -> list[str]:
+    """The names (made printable) of the notebooks in a student's assignment folder, at most
+    ``limit``: a notebook handed in under another name is said, not silently ignored. Only
+    names are read, never a file, and nothing is followed."""
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    names = sorted(e.name for e in folder.iterdir() if e.name.endswith(".ipynb") and not e.name.startswith("."))
+    return [printable(n, 100) for n in names[:limit]] + ([f"and {len(names) - limit} more"] if len(names) > limit else [])
 
 
 def read_submission(data: bytes, name: str) -> nbformat.NotebookNode:
