@@ -5,6 +5,7 @@ name in it comes from students: a student id is accepted only if it is a plain n
 (``valid_student_id``), and a notebook only if it is a regular file inside its student's
 folder (``untrusted.read_untrusted``: no symlink anywhere on the way, no FIFO, device or
 hard link, at most ``MAX_NOTEBOOK_BYTES``). What is refused is graded 0 with the reason.
+A roster (``read_roster``), the instructor's list of ids, is held to the same rule.
 """
 from __future__ import annotations
 
@@ -116,7 +117,8 @@ def other_notebooks(folder: Path, limit: int = 5) -> list[str]:
     if folder.is_symlink() or not folder.is_dir():
         return []
     names = sorted(e.name for e in folder.iterdir() if e.name.endswith(".ipynb") and not e.name.startswith("."))
-    return [printable(n, 100) for n in names[:limit]] + ([f"and {len(names) - limit} more"] if len(names) > limit else [])
+    more = [f"and {len(names) - limit} more"] if len(names) > limit else []
+    return [printable(n, 100) for n in names[:limit]] + more
 
 
 def read_submission(data: bytes, name: str) -> nbformat.NotebookNode:
