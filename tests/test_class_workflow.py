@@ -22,6 +22,7 @@ from llmcourse.cli import main
 from llmcourse.files import atomic_write_bytes
 from llmcourse.grading.grade import grade_assignment
 from llmcourse.grading.intake import read_roster
+from llmcourse.grading.nbconfig import private_results
 from llmcourse.grading.records import Assignment, CellReport, GradeCell, Report
 from llmcourse.grading.results import format_questions, question_stats
 from llmcourse.grading.sandbox import Limits, find_bwrap
@@ -162,6 +163,14 @@ def test_a_roster_is_checked_like_the_submissions(tmp_path):
     roster.write_text("id\nada\n=HYPERLINK(1)\n")
     with pytest.raises(ValueError, match="line 3: '=HYPERLINK.*not a valid student id"):
         read_roster(roster)
+
+
+def test_the_course_config_can_keep_results_private(tmp_path):
+    (tmp_path / "nbgrader_config.py").write_text("c = get_config()\nc.CourseDirectory.root = '.'\n")
+    assert private_results(tmp_path) is False
+    with (tmp_path / "nbgrader_config.py").open("a") as f:
+        f.write("c.LLMCourse.private_results = True\n")
+    assert private_results(tmp_path) is True
 
 
 def test_atomic_write_sets_the_mode_before_the_data(tmp_path):

@@ -131,11 +131,12 @@ def graded_key(submitted: Path, student: str, assignment: Assignment, source: st
     """The sha256 of what a student's grade depends on: the bytes of the submitted file and the
     assignment's source (``source``: its gradebook key). Kept in the report (``graded_key``); a
     re-run grades the student again only when it changed. "" when the file cannot be read
-    (it is refused again, which costs nothing). The parent reads the file here and the worker
-    again: if it changed in between, the key is the old file's, so the next run regrades."""
+    (it is graded, and refused, again: that costs nothing). The parent reads the file here and
+    the worker again: if it changed in between, the key is the old file's, so the next run
+    regrades."""
     try:
         data = read_submitted_notebook(submitted, student, assignment.name, assignment.notebook)
-    except Rejected:
+    except (Rejected, OSError):  # an unreadable file is the worker's to report, for this student only
         return ""
     return hashlib.sha256(source.encode() + b"\0" + data).hexdigest()
 
