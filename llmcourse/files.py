@@ -8,8 +8,9 @@ layer of the package, with ``config``: it imports nothing from the rest of ``llm
   (``LLMCOURSE_DATA_DIR``), then in the cache (``LLMCOURSE_CACHE_DIR``, default
   ``~/.cache/llmcourse``), else downloads it.
 * ``atomic_write_bytes`` writes a file so that a reader (or a process killed
-  mid-write) sees the old file or the new one, never half of one. Downloads,
-  tokenizers, models, checkpoints and the grader's outputs are all written with it.
+  mid-write) sees the old file or the new one, never half of one, with the
+  permissions asked for (default: its owner's alone). Downloads, tokenizers, models,
+  checkpoints and the grader's outputs are all written with it.
 """
 from __future__ import annotations
 
