@@ -161,7 +161,10 @@ def test_a_roster_is_checked_like_the_submissions(tmp_path):
     roster.write_text("\ufeffid,name\nada,Ada\n\nbob.b,Bob\n")
     assert read_roster(roster) == ["ada", "bob.b"]
     roster.write_text("id\nada\n=HYPERLINK(1)\n")
-    with pytest.raises(ValueError, match="line 3: '=HYPERLINK.*not a valid student id"):
+    with pytest.raises(ValueError, match=r"'=HYPERLINK\(1\)' \(row 2\) is not a valid student id"):
+        read_roster(roster)
+    roster.write_bytes(b"id\n" + b"a" * 200_000 + b"\n")  # past the csv module's field limit
+    with pytest.raises(ValueError, match="not CSV"):
         read_roster(roster)
 
 

@@ -79,21 +79,25 @@ def read_roster(path: Path) -> list[str]:
     line of an id that could not be a student's (``student_id_problem``)."""
     with open(path, newline="", encoding="utf-8-sig") as f:  # a spreadsheet's export starts with a BOM
         reader = csv.DictReader(f)
-        columns = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
-        column = columns.get("student", columns.get("id"))
-        if column is None:
-            raise ValueError(f"roster {path}: no 'student' or 'id' column (its columns: "
-                             f"{', '.join(map(repr, reader.fieldnames or [])) or 'none'})")
-        ids = []
-        for row in reader:
-            student = (row.get(column) or "").strip()
-            if not student:
-                continue
-            problem = student_id_problem(student)
-            if problem:
-                raise ValueError(f"roster {path}, line {reader.line_num}: {printable(repr(student), 100)} is "
-                                 f"not a valid student id: {problem}")
-            ids.append(student)
+        try:
+            rows = list(reader)
+        except csv.Error as e:
+            raise ValueError(f"roster {path}, line {reader.line_num}: not CSV ({e})") from None
+    columns = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
+    column = columns.get("student", columns.get("id"))
+    if column is None:
+        raise ValueError(f"roster {path}: no 'student' or 'id' column (its columns: "
+                         f"{', '.join(map(repr, reader.fieldnames or [])) or 'none'})")
+    ids = []
+    for line, row in enumerate(rows, start=2):  # after the header; blank lines are not rows
+        student = (row.get(column) or "").strip()
+        if not student:
+            continue
+        problem = student_id_problem(student)
+        if problem:
+            raise ValueError(f"roster {path}: {printable(repr(student), 100)} (row {line - 1}) is not a valid "
+                             f"student id: {problem}")
+        ids.append(student)
     return ids
 
 
