@@ -239,7 +239,8 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
     try:
         grade_assignment(args.assignment, args.submitted, args.out, jobs=args.jobs, root=args.course,
-                         notebook=args.notebook,
+                         notebook=args.notebook, students=args.student, regrade=args.regrade, roster=args.roster,
+                         private=args.private, progress=sys.stderr,
                          limits=Limits(allow_unsandboxed=args.allow_unsandboxed,
                                        allow_no_cgroup=args.allow_no_cgroup))
     except SandboxUnavailable as e:
@@ -366,7 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_course_argument(p)
     p.set_defaults(func=cmd_release)
 
-    p = sub.add_parser("grade", help="instructor: grade a whole class (gradebook, CSV, feedback HTML)")
+    p = sub.add_parser("grade", help="instructor: grade a whole class (gradebook, CSV, feedback HTML)",
+                       description="Grade the submissions of a class: by default only those new or changed "
+                                   "since the last run into --out; grades.csv and report.json always list the "
+                                   "whole class (students graded earlier, missing ones), with statistics per "
+                                   "grade cell, printed at the end.")
     p.add_argument("assignment", help="e.g. ch3")
     p.add_argument("--submitted", type=Path, required=True,
                    help="folder of submissions: <student>/<assignment>/<notebook>.ipynb")
@@ -374,6 +379,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gradebook.db, grades.csv, report.json, autograded/, feedback/ (default: grading)")
     p.add_argument("--jobs", type=int, default=None, help="submissions graded in parallel (default: CPU count)")
     p.add_argument("--notebook", default=None, help="notebook name, when the assignment has several")
+    p.add_argument("--student", action="append", default=None, metavar="ID",
+                   help="grade only this student (again, even if unchanged); repeat for several. The CSV and "
+                        "report still list the whole class")
+    p.add_argument("--regrade", action="store_true",
+                   help="grade every submission again (default: only those new or changed since they were graded)")
+    p.add_argument("--roster", type=Path, default=None, metavar="FILE.csv",
+                   help="the class list, a CSV file with a 'student' or 'id' column, added to the gradebook's "
+                        "students: those without a submission are listed as missing (in later runs too)")
+    p.add_argument("--private", action="store_true",
+                   help="results readable by you alone (files 0600, folders 0700; the course can say so with "
+                        "c.LLMCourse.private_results = True in nbgrader_config.py); default: by your group too "
+                        "(0640, 0750)")
     add_course_argument(p)
     p.add_argument("--allow-unsandboxed", action="store_true",
                    help="where bubblewrap is unavailable, grade with process limits only (results marked "

@@ -8,8 +8,9 @@ layer of the package, with ``config``: it imports nothing from the rest of ``llm
   (``LLMCOURSE_DATA_DIR``), then in the cache (``LLMCOURSE_CACHE_DIR``, default
   ``~/.cache/llmcourse``), else downloads it.
 * ``atomic_write_bytes`` writes a file so that a reader (or a process killed
-  mid-write) sees the old file or the new one, never half of one. Downloads,
-  tokenizers, models, checkpoints and the grader's outputs are all written with it.
+  mid-write) sees the old file or the new one, never half of one, with the
+  permissions asked for (default: its owner's alone). Downloads, tokenizers, models,
+  checkpoints and the grader's outputs are all written with it.
 """
 from __future__ import annotations
 
@@ -27,15 +28,22 @@ from pathlib import Path
 # --- Writing files -------------------------------------------------------------------
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o600,
+                       folder_mode: int | None = None) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the new one,
     never a half-written one: write a temporary file beside it, fsync, rename.
-    Missing parent folders are made."""
+
+    The file gets the permissions ``mode`` (default 0600: only its owner reads it), set on the
+    temporary file before any byte is written, so no one else ever reads more than ``mode``
+    allows. Missing parent folders are made, with ``folder_mode`` when given (else as the
+    umask says); folders that exist are left as they are.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(path.parent, folder_mode)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -44,6 +52,26 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)  # make the rename itself durable
+
+
+def make_folders(path: str | os.PathLike, mode: int | None = None) -> None:
+    """Make folder ``path`` and its missing parents. With ``mode``, each folder made here gets
+    exactly those permissions (never more while it is made: the umask only narrows
+    ``mkdir``'s); folders that already exist are not changed."""
+    path = Path(path)
+    if mode is None:
+        path.mkdir(parents=True, exist_ok=True)
+        return
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode)
+        except FileExistsError:  # made meanwhile by someone else: theirs
+            continue
+        os.chmod(folder, mode)
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

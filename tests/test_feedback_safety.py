@@ -29,6 +29,7 @@ from llmcourse.grading.feedback import (
     rejection_html,
 )
 from llmcourse.grading.records import CellReport, Report
+from llmcourse.grading.results import GROUP_READABLE
 
 sys.path.insert(0, str(Path(__file__).parent))
 from grading_fixtures import FULL, Fixture, source, write_submissions  # noqa: E402
@@ -554,7 +555,7 @@ def test_a_page_that_fails_the_check_is_not_written(tmp_path, monkeypatch):
     from traitlets.config import Config
     report = _report()
     assignment = Assignment("ch3", "ch3", "sqlite://", (), frozenset(), {}, {})
-    feedback.write_feedback(Config(), assignment, [report], tmp_path, log=lambda *a: None)
+    feedback.write_feedback(Config(), assignment, [report], tmp_path, GROUP_READABLE, log=lambda *a: None)
     text = (tmp_path / "feedback" / "s" / "ch3" / "ch3.html").read_text()
     assert "<script" not in text and "could not be made" in text
     assert any("safety check" in n for n in report.notes), report.notes

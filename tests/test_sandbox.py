@@ -493,7 +493,7 @@ def test_missing_bwrap_refuses_and_flag_runs_unsandboxed(tmp_path, monkeypatch):
     assert report.score == 15 and report.sandboxed is False and "NOT SANDBOXED" in report.sandbox_note
     assert "NOT SANDBOXED" in lines[0] and "[NOT SANDBOXED]" in lines[1]
     assert grade_rows(tmp_path / "out")["honest"]["sandbox"] == "NOT SANDBOXED"
-    assert json.loads((tmp_path / "out" / "report.json").read_text())[0]["sandboxed"] is False
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["students"][0]["sandboxed"] is False
 
 
 # ---------------------------------------------------------------- the sandbox's cgroup

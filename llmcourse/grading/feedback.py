@@ -52,8 +52,8 @@ from nbconvert.exporters import HTMLExporter
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Bool, default
 
-from ..files import atomic_write_bytes
 from .records import Assignment, Report
+from .results import Permissions, write_output
 
 TRUSTED_KEY = "llmcourse_trusted"
 HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
@@ -569,7 +569,8 @@ def rejection_html(student: str, assignment: str, reason: str,
             f"<pre>{html.escape(reason)}</pre></body></html>\n")
 
 
-def write_feedback(config, assignment: Assignment, reports: list[Report], out: Path, log=print) -> None:
+def write_feedback(config, assignment: Assignment, reports: list[Report], out: Path, permissions: Permissions,
+                   log=print) -> None:
     """nbgrader's feedback HTML for graded submissions, a short page for rejected ones.
 
     nbgrader writes into a temporary folder; each page is checked (``page_problems``), then
@@ -586,7 +587,8 @@ def write_feedback(config, assignment: Assignment, reports: list[Report], out: P
         for report in reports:
             target = out / "feedback" / report.student / assignment.name / f"{assignment.notebook}.html"
             if report.status == "rejected":
-                atomic_write_bytes(target, rejection_html(report.student, assignment.name, report.reason).encode())
+                write_output(target, rejection_html(report.student, assignment.name, report.reason).encode(),
+                             permissions)
                 continue
             result = api.generate_feedback(assignment.name, report.student, force=True)
             page = Path(tmp) / report.student / assignment.name / f"{assignment.notebook}.html"
@@ -597,8 +599,9 @@ def write_feedback(config, assignment: Assignment, reports: list[Report], out: P
             if error:
                 report.notes.append(f"feedback failed: {error}")
                 log(f"  feedback for {report.student} failed")
-                atomic_write_bytes(target, rejection_html(
+                write_output(target, rejection_html(
                     report.student, assignment.name, f"graded: {report.score:g} / {report.max_score:g} points",
-                    heading="The feedback page could not be made; your scores are in the gradebook.").encode())
+                    heading="The feedback page could not be made; your scores are in the gradebook.").encode(),
+                    permissions)
                 continue
-            atomic_write_bytes(target, page.read_bytes())
+            write_output(target, page.read_bytes(), permissions)

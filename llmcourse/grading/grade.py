@@ -18,12 +18,14 @@ For one submission (``grade_submission``, run in a worker process):
 For a class (``grade_assignment``): workers (``pool``) do the above, one job each, so a
 crash or a hang costs one student; the parent alone writes the gradebook (``gradebook``),
 the autograded notebooks, ``grades.csv`` and ``report.json`` (``results``, rewritten after
-every student) and the feedback HTML (``feedback``), each file atomically.
+every student, always of the whole class) and the feedback HTML (``feedback``), each file
+atomically. A re-run grades only the submissions that changed since they were graded.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -31,27 +33,38 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
+from tqdm import tqdm  # a plain bar on the stream given (a notebook widget would ignore it)
 
-from ..files import atomic_write_bytes
+from ..files import make_folders
 from .feedback import annotate, write_feedback
-from .gradebook import build_gradebook, cached_gradebook, final_scores, load_assignment, save_grades
+from .gradebook import (
+    build_gradebook,
+    cached_gradebook,
+    final_points,
+    gradebook_key,
+    gradebook_roster,
+    load_assignment,
+    save_grades,
+)
 from .intake import (
     MAX_NOTEBOOK_BYTES,
+    Submission,
     check_metadata,
     find_submissions,
     printable,
+    read_roster,
     read_submission,
     read_submitted_notebook,
     restore,
     runner_cells,
     without_hidden_tests,
 )
-from .nbconfig import course_config, find_course
+from .nbconfig import course_config, find_course, private_results
 from .notebook_run import execute_for_feedback
 from .pool import run_jobs
 from .records import Assignment, Rejected, Report
 from .release import METADATA_KEY, assignments
-from .results import write_csv, write_report_json
+from .results import GROUP_READABLE, PRIVATE, format_questions, read_report_json, write_output, write_results
 from .sandbox import Limits, bwrap_problem, require_sandbox, sandbox_problem, scratch_folder
 from .scoring import AnswerRunner, note_sandbox, score_cells
 from .scratch import remove_stale
@@ -114,9 +127,10 @@ def _grade_job(job) -> tuple[Report, str | None]:
         return failed(student, assignment, f"internal grading error: {type(e).__name__}: {e}"), None
 
 
-def failed(student: str, assignment: Assignment, reason: str) -> Report:
-    """The report of a submission that could not be graded (0 points, with the reason)."""
-    return Report(student, assignment.name, assignment.notebook).reject(assignment, reason)
+def failed(student: str, assignment: Assignment, reason: str, status: str = "rejected") -> Report:
+    """The report of a submission that could not be graded (0 points, with the reason); with
+    ``status`` "missing" or "pending", of a student with no submission, or none graded yet."""
+    return Report(student, assignment.name, assignment.notebook).reject(assignment, reason, status)
 
 
 def job_timeout(limits: Limits) -> float:
@@ -125,18 +139,78 @@ def job_timeout(limits: Limits) -> float:
     return 2 * limits.wall_s + 120
 
 
+def graded_key(submitted: Path, student: str, assignment: Assignment, source: str) -> str:
+    """The sha256 of what a student's grade depends on: the bytes of the submitted file and the
+    assignment's source (``source``: its gradebook key). Kept in the report (``graded_key``); a
+    re-run grades the student again only when it changed. "" when the file cannot be read
+    (it is graded, and refused, again: that costs nothing). The parent reads the file here and
+    the worker again: if it changed in between, the key is the old file's, so the next run
+    regrades."""
+    try:
+        data = read_submitted_notebook(submitted, student, assignment.name, assignment.notebook)
+    except (Rejected, OSError):  # an unreadable file is the worker's to report, for this student only
+        return ""
+    return hashlib.sha256(source.encode() + b"\0" + data).hexdigest()
+
+
+def check_named_students(found: list[Submission], students: list[str] | None, submitted: Path, assignment: str) -> None:
+    """Check that every student named with ``--student`` has handed ``assignment`` in (a
+    one-line error naming the first who has not)."""
+    handed_in = {s.student for s in found if s.problem is None}
+    for student in students or ():
+        if student not in handed_in:
+            raise ValueError(f"--student {printable(student, 100)}: no submission of {assignment} in {submitted} "
+                             f"(expected {submitted}/{printable(student, 100)}/{assignment}/)")
+
+
+def to_grade(submitted: Path, found: list[Submission], assignment: Assignment, source: str,
+             reports: dict[str, Report], students: list[str] | None, regrade: bool) -> dict[str, str]:
+    """The students this run grades, each with the ``graded_key`` of what is graded: those
+    named (``students``), else with ``regrade`` everyone, else those whose key is not their
+    report's (a new or changed file, a changed source, a file that cannot be read)."""
+    keys = {s.student: graded_key(submitted, s.student, assignment, source) for s in found
+            if s.problem is None and (students is None or s.student in students)}
+    if students is not None or regrade:
+        return keys
+    return {s: key for s, key in keys.items() if not (key and s in reports and reports[s].graded_key == key)}
+
+
+def ungraded_rows(assignment: Assignment, found: list[Submission], roster: set[str],
+                  known: set[str]) -> dict[str, Report]:
+    """The rows of the students with no report (``known``: those with one, or graded now), so
+    the result files list the whole class: ``pending`` for a submission not graded yet (only
+    other students were named), ``missing`` for a student of the roster with none."""
+    rows = {s.student: failed(s.student, assignment, "handed in, not graded yet", "pending")
+            for s in found if s.problem is None and s.student not in known}
+    rows.update({student: failed(student, assignment, "no submission", "missing")
+                 for student in sorted(roster - known - set(rows))})
+    return rows
+
+
 def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jobs: int | None = None,
                      root: str | Path | None = None, limits: Limits = Limits(), notebook: str | None = None,
-                     log=print) -> list[Report]:
-    """``llmcourse grade``: grade every ``submitted/<student>/<assignment>/`` in one go.
+                     log=print, students: list[str] | None = None, regrade: bool = False,
+                     roster: str | Path | None = None, private: bool = False, progress=None) -> list[Report]:
+    """``llmcourse grade``: grade the submissions ``submitted/<student>/<assignment>/``.
 
     ``root`` is the course folder (default: ``find_course()``: ``$LLMCOURSE_COURSE`` or the
     current directory's course). Writes into ``out``: ``gradebook.db``, ``autograded/``,
-    ``feedback/``, ``grades.csv`` and ``report.json``. Safe to re-run. Refuses (``SandboxUnavailable``) before grading
-    anyone when the sandbox cannot be used, unless ``limits.allow_unsandboxed``. One
-    student's submission, however hostile, costs no other student a grade: a refused id or
-    file, a crash, a hang or a failed feedback page is that student's 0 or note, and the
-    result files are written after every student.
+    ``feedback/``, ``grades.csv`` and ``report.json``. Safe to re-run: by default only new or
+    changed submissions are graded (``graded_key``; a changed source regrades everyone);
+    ``regrade`` grades everyone again, ``students`` only those (again, even if unchanged).
+    ``grades.csv`` and ``report.json`` describe the whole class whoever is graded: earlier
+    runs' students keep their rows, a roster student (the gradebook's students, to which
+    ``roster``, a CSV file with a ``student`` or ``id`` column, adds its ids) with no
+    submission is ``missing``, one handed in but never graded ``pending``. Results are
+    readable by the instructor's group (files 0640, folders made 0750) unless ``private`` or
+    the course's configuration (``private_results``) says the instructor's alone.
+    ``progress``: a stream (the CLI's stderr) for a progress bar. Returns every report of
+    the class.
+
+    Refuses (``SandboxUnavailable``) before grading anyone when the sandbox cannot be used,
+    unless ``limits.allow_unsandboxed``. One student's submission, however hostile, costs no
+    other student a grade: a refused id or file, a crash, a hang or a failed feedback page is
+    that student's 0 or note, and the result files are written after every student.
     """
     sandboxed = require_sandbox(limits)
     root, submitted, out = find_course(root), Path(submitted).resolve(), Path(out).resolve()
@@ -145,40 +219,63 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
         raise FileNotFoundError(f"no assignment {assignment!r}: {source_dir} does not exist")
     if not submitted.is_dir():
         raise FileNotFoundError(f"submitted folder {submitted} does not exist")
+    found = find_submissions(submitted, assignment)
+    check_named_students(found, students, submitted, assignment)
+    listed = read_roster(Path(roster)) if roster else []
     remove_stale()
     notebook = notebook or _only_notebook(source_dir)
+    permissions = PRIVATE if private or private_results(root) else GROUP_READABLE
+    make_folders(out, permissions.folder)
     config = course_config(root, out, submitted=submitted)
     # A new class's gradebook is the source's, from the cache when built before (nbgrader's
     # generate_assignment takes 4-6 s); an existing one is updated by nbgrader, grades kept.
     fresh = not (out / "gradebook.db").exists()
     db_url = (cached_gradebook if fresh else build_gradebook)(root, "solutions", assignment, out)
     trusted = load_assignment(db_url, assignment, notebook)
-    found = find_submissions(submitted, assignment)
-    work = [(submitted, s.student, trusted, limits) for s in found if s.problem is None]
-    valid = {job[1] for job in work}  # in the gradebook; a refused id never is
+    source = gradebook_key(root, "solutions", assignment, release=False)
+    reports = {r.student: r for r in read_report_json(out / "report.json", assignment)
+               if r.status not in ("missing", "pending")}  # those two are worked out again
+    keys = to_grade(submitted, found, trusted, source, reports, students, regrade)
+    work = [(submitted, student, trusted, limits) for student in keys]
+    reports.update(ungraded_rows(trusted, found, set(gradebook_roster(trusted, listed)), set(reports) | set(keys)))
+    final = final_points(trusted, sorted(reports))
     jobs = max(1, jobs or os.cpu_count() or 1)
+    unchanged = sum(s.problem is None for s in found) - len(work) if students is None else 0
     log(f"grading {len(work)} submissions of {assignment} with {jobs} job(s)"
+        + (f" ({unchanged} unchanged since they were graded: --regrade grades them again)" if unchanged else "")
         + ("" if sandboxed else f" -- NOT {'' if bwrap_problem() else 'FULLY '}SANDBOXED ({sandbox_problem()}): "
                                   "results marked"))
-    reports: list[Report] = []
+    bar = tqdm(total=len(work), desc=f"grading {assignment}", unit="student", file=progress,
+               disable=progress is None, dynamic_ncols=True)
+    graded: list[Report] = []
+
+    def say(line: str) -> None:
+        """A log line that does not tear the progress bar."""
+        with tqdm.external_write_mode(file=progress):
+            log(line)
 
     def record(report: Report, executed: str | None) -> None:
         """The parent alone writes the gradebook and files, one student at a time."""
-        if report.student in valid:
+        if report.student in keys:
+            report.graded_key = keys[report.student]
             try:
                 save_grades(trusted, report)
+                final.update(final_points(trusted, [report.student]))
             except Exception as e:  # noqa: BLE001 -- the gradebook refused this one: say so, go on
                 report.notes.append(f"the gradebook could not record this submission: {type(e).__name__}: {e}")
-                log(f"  {printable(report.student)}: GRADEBOOK ERROR {printable(str(e))}")
+                say(f"  {printable(report.student)}: GRADEBOOK ERROR {printable(str(e))}")
+            graded.append(report)
+            bar.set_postfix(failed=sum(r.status != "graded" for r in graded), left=len(work) - len(graded),
+                            refresh=False)
+            bar.update(1)
         if executed is not None:
-            atomic_write_bytes(out / "autograded" / report.student / assignment / f"{notebook}.ipynb",
-                               executed.encode())
-        log(f"  {printable(report.student)}: {report.score:g} / {report.max_score:g}"
+            write_output(out / "autograded" / report.student / assignment / f"{notebook}.ipynb", executed.encode(),
+                         permissions)
+        say(f"  {printable(report.student)}: {report.score:g} / {report.max_score:g}"
             + (f" (rejected: {printable(report.reason)})" if report.status == "rejected" else "")
             + ("" if report.sandboxed or not report.sandbox_note else " [NOT SANDBOXED]"))
-        reports.append(report)
-        write_csv(trusted, reports, {}, out / "grades.csv")
-        write_report_json(reports, out / "report.json")
+        reports[report.student] = report
+        write_results(trusted, list(reports.values()), final, out, permissions)
 
     for s in found:
         if s.problem is not None:
@@ -192,12 +289,11 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
                 record(*result)
             else:  # the worker died or hung: this student only
                 record(failed(work[index][1], trusted, f"internal grading error: {result}"), None)
-    graded = [r for r in reports if r.student in valid]
-    totals = final_scores(trusted, [r.student for r in graded])
-    write_feedback(config, trusted, graded, out, log)
-    write_csv(trusted, reports, totals, out / "grades.csv")
-    write_report_json(reports, out / "report.json")
-    return reports
+    bar.close()
+    write_feedback(config, trusted, graded, out, permissions, log)
+    stats = write_results(trusted, list(reports.values()), final, out, permissions)
+    log(format_questions(stats))
+    return sorted(reports.values(), key=lambda r: r.student)
 
 
 def _only_notebook(folder: Path, how: str = "name one with --notebook") -> str:

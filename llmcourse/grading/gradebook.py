@@ -208,9 +208,29 @@ def save_grades(assignment: Assignment, report: Report) -> None:
         gb.db.commit()
 
 
-def final_scores(assignment: Assignment, students: list[str]) -> dict[str, float]:
-    """Each student's total from the gradebook (manual scores override automatic ones)."""
+def final_points(assignment: Assignment, students: list[str]) -> dict[str, dict[str, float]]:
+    """The gradebook's score of every grade cell, per student (a manual score overrides the
+    automatic one, as nbgrader counts it), for those of ``students`` with a submission there."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    points = {}
+    with Gradebook(assignment.db_url) as gb:
+        for student in students:
+            try:
+                notebook = gb.find_submission_notebook(assignment.notebook, assignment.name, student)
+            except MissingEntry:
+                continue
+            points[student] = {g.name: float(g.score) for g in notebook.grades}
+    return points
+
+
+def gradebook_roster(assignment: Assignment, add: list[str] = ()) -> list[str]:
+    """The students nbgrader's gradebook knows (its students table: the course's roster),
+    after adding the ids ``add`` (as ``nbgrader db student import`` does), so later runs and
+    formgrader know them too."""
     from nbgrader.api import Gradebook
 
     with Gradebook(assignment.db_url) as gb:
-        return {s: float(gb.find_submission(assignment.name, s).score) for s in students}
+        for student in add:
+            gb.update_or_create_student(student)
+        return sorted(s.id for s in gb.students)

@@ -5,10 +5,12 @@ name in it comes from students: a student id is accepted only if it is a plain n
 (``valid_student_id``), and a notebook only if it is a regular file inside its student's
 folder (``untrusted.read_untrusted``: no symlink anywhere on the way, no FIFO, device or
 hard link, at most ``MAX_NOTEBOOK_BYTES``). What is refused is graded 0 with the reason.
+A roster (``read_roster``), the instructor's list of ids, is held to the same rule.
 """
 from __future__ import annotations
 
 import copy
+import csv
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import nbformat
 
 from .records import Assignment, Rejected
-from .untrusted import UntrustedFile, read_untrusted
+from .untrusted import MissingFile, UntrustedFile, read_untrusted
 
 MAX_NOTEBOOK_BYTES = 32 * 2**20  # a notebook with plots is a few MB; more is refused, not read
 MAX_ID_LENGTH = 100
@@ -71,12 +73,56 @@ def find_submissions(submitted: Path, assignment: str) -> list[Submission]:
     return found
 
 
+def read_roster(path: Path) -> list[str]:
+    """The student ids of a roster, a CSV file with a ``student`` or ``id`` column (the
+    instructor's, e.g. exported from the LMS); a ``ValueError`` names a missing column or the
+    line of an id that could not be a student's (``student_id_problem``)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a spreadsheet's export starts with a BOM
+        reader = csv.DictReader(f)
+        try:
+            rows = list(reader)
+        except csv.Error as e:
+            raise ValueError(f"roster {path}, line {reader.line_num}: not CSV ({e})") from None
+    columns = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
+    column = columns.get("student", columns.get("id"))
+    if column is None:
+        raise ValueError(f"roster {path}: no 'student' or 'id' column (its columns: "
+                         f"{', '.join(map(repr, reader.fieldnames or [])) or 'none'})")
+    ids = []
+    for line, row in enumerate(rows, start=2):  # after the header; blank lines are not rows
+        student = (row.get(column) or "").strip()
+        if not student:
+            continue
+        problem = student_id_problem(student)
+        if problem:
+            raise ValueError(f"roster {path}: {printable(repr(student), 100)} (row {line - 1}) is not a valid "
+                             f"student id: {problem}")
+        ids.append(student)
+    return ids
+
+
 def read_submitted_notebook(submitted: Path, student: str, assignment: str, notebook: str) -> bytes:
     """The bytes of ``submitted/student/assignment/notebook.ipynb``, or ``Rejected`` saying why."""
     try:
         return read_untrusted(submitted, [student, assignment, f"{notebook}.ipynb"], MAX_NOTEBOOK_BYTES)
+    except MissingFile as e:
+        others = other_notebooks(Path(submitted) / student / assignment)
+        if others:
+            raise Rejected(f"found {', '.join(others)}, expected {notebook}.ipynb") from None
+        raise Rejected(f"the submitted file was refused: {e}") from None
     except UntrustedFile as e:
         raise Rejected(f"the submitted file was refused: {e}") from None
+
+
+def other_notebooks(folder: Path, limit: int = 5) -> list[str]:
+    """The names (made printable) of the notebooks in a student's assignment folder, at most
+    ``limit``: a notebook handed in under another name is said, not silently ignored. Only
+    names are read, never a file, and nothing is followed."""
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    names = sorted(e.name for e in folder.iterdir() if e.name.endswith(".ipynb") and not e.name.startswith("."))
+    more = [f"and {len(names) - limit} more"] if len(names) > limit else []
+    return [printable(n, 100) for n in names[:limit]] + more
 
 
 def read_submission(data: bytes, name: str) -> nbformat.NotebookNode:

@@ -79,3 +79,13 @@ def course_config(root: Path, grading_dir: Path, source: str = "solutions",
         "nbgrader.preprocessors.ClearHiddenTests",
     ]
     return c
+
+
+def private_results(root: Path) -> bool:
+    """Whether the course's ``nbgrader_config.py`` keeps grading's results to the instructor
+    alone (``c.LLMCourse.private_results = True``: files 0600, folders 0700); by default
+    they are readable by the instructor's group, where teaching assistants are."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(Path(root))).load_config()
+    return bool(config.LLMCourse.get("private_results", False))

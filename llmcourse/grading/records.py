@@ -58,13 +58,14 @@ class Report:
     student: str
     assignment: str
     notebook: str
-    status: str = "graded"  # or "rejected"
+    status: str = "graded"  # or "rejected"; in a class, also "missing" (no submission) or "pending"
     reason: str = ""
     notes: list[str] = field(default_factory=list)
     cells: list[CellReport] = field(default_factory=list)
     sandboxed: bool = False  # every run of its code was inside the sandbox
     sandbox_note: str = ""
     seconds: float = 0.0
+    graded_key: str = ""  # in a class: sha256 of the file graded and the source (grade.graded_key)
 
     @property
     def score(self) -> float:
@@ -74,9 +75,9 @@ class Report:
     def max_score(self) -> float:
         return sum(c.max_score for c in self.cells)
 
-    def reject(self, assignment: Assignment, reason: str) -> Report:
+    def reject(self, assignment: Assignment, reason: str, status: str = "rejected") -> Report:
         """Mark the whole submission ungraded: 0 for every cell, with ``reason`` (said to the student)."""
-        self.status, self.reason = "rejected", reason
+        self.status, self.reason = status, reason
         self.cells = [CellReport(c.name, 0.0, c.max_score, c.hidden, [f"not graded: {reason}"])
                       for c in assignment.grade_cells]
         return self

@@ -1,21 +1,44 @@
-"""The class's result files: ``grades.csv``, ``report.json`` and the autograded notebooks.
+"""The class's result files: ``grades.csv`` and ``report.json``, and who may read what grading writes.
 
 Written by the grading parent only, each file atomically (readers see the old file or the
 new one). ``grades.csv`` and ``report.json`` are written again after every student, so a
-crash part-way leaves the results of everyone graded so far.
+crash part-way leaves the results of everyone graded so far. Both describe the whole class,
+whoever was graded in this run: ``report.json`` keeps every report, which the next run reads
+back (``read_report_json``) to grade only what changed. Points are the gradebook's
+(``final``): a manual score overrides the grader's in a cell, and the total is their sum.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
 from ..files import atomic_write_bytes
-from .records import Assignment, Report
+from .intake import printable
+from .records import Assignment, CellReport, Report
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclasses.dataclass(frozen=True)
+class Permissions:
+    """The modes of the files and folders grading writes for the instructor."""
+
+    file: int
+    folder: int
+
+
+GROUP_READABLE = Permissions(0o640, 0o750)  # teaching assistants in the instructor's group read the results
+PRIVATE = Permissions(0o600, 0o700)
+
+
+def write_output(path: Path, data: bytes, permissions: Permissions) -> None:
+    """Write one of grading's outputs atomically, with ``permissions`` (the folders it makes too)."""
+    atomic_write_bytes(path, data, permissions.file, permissions.folder)
 
 
 def csv_cell(value: str) -> str:
@@ -31,22 +54,116 @@ def sandbox_column(report: Report) -> str:
     return "sandboxed" if report.sandboxed else "NOT SANDBOXED"
 
 
-def write_csv(assignment: Assignment, reports: list[Report], totals: dict[str, float], path: Path) -> None:
-    """One row per student: the points of every grade cell, the total, and how grading ended.
-    ``totals``: the gradebook's (manual scores count); a student missing there gets the report's."""
+def cell_points(assignment: Assignment, report: Report, final: dict[str, dict[str, float]]) -> dict[str, float]:
+    """A student's points per grade cell: the gradebook's (``final``, where a manual score
+    overrides the grader's), else the report's own (a student the gradebook does not have)."""
+    given = final.get(report.student) or {c.grade_id: c.score for c in report.cells}
+    return {c.name: given.get(c.name, 0.0) for c in assignment.grade_cells}
+
+
+def write_results(assignment: Assignment, reports: list[Report], final: dict[str, dict[str, float]], out: Path,
+                  permissions: Permissions) -> list[dict]:
+    """Write ``out/grades.csv`` and ``out/report.json`` of the whole class; returns the
+    statistics per grade cell written in the report (``question_stats``)."""
+    reports = sorted(reports, key=lambda r: r.student)
+    points = {r.student: cell_points(assignment, r, final) for r in reports}
+    stats = question_stats(assignment, reports, points)
+    write_output(out / "grades.csv", grades_csv(assignment, reports, points), permissions)
+    write_output(out / "report.json", report_json(assignment, reports, points, stats), permissions)
+    return stats
+
+
+def grades_csv(assignment: Assignment, reports: list[Report], points: dict[str, dict[str, float]]) -> bytes:
+    """One row per student: the points of every grade cell, their total, and how grading ended."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     cells = [c.name for c in assignment.grade_cells]
     writer.writerow(["student", "assignment", *cells, "score", "max_score", "status", "reason", "sandbox"])
-    for report in sorted(reports, key=lambda r: r.student):
-        points = {c.grade_id: c.score for c in report.cells}
-        total = totals.get(report.student, report.score)
-        writer.writerow([csv_cell(report.student), assignment.name, *(f"{points.get(c, 0.0):g}" for c in cells),
-                         f"{total:g}", f"{assignment.max_score:g}", report.status, csv_cell(report.reason),
-                         sandbox_column(report)])
-    atomic_write_bytes(path, buffer.getvalue().encode())
+    for report in reports:
+        mine = points[report.student]
+        writer.writerow([csv_cell(report.student), assignment.name, *(f"{mine[c]:g}" for c in cells),
+                         f"{sum(mine.values()):g}", f"{assignment.max_score:g}", report.status,
+                         csv_cell(report.reason), sandbox_column(report)])
+    return buffer.getvalue().encode()
 
 
-def write_report_json(reports: list[Report], path: Path) -> None:
-    """Every report, whole, for scripts (plain JSON: ``dataclasses.asdict``)."""
-    atomic_write_bytes(path, json.dumps([asdict(r) for r in reports], indent=1).encode())
+def report_json(assignment: Assignment, reports: list[Report], points: dict[str, dict[str, float]],
+                stats: list[dict]) -> bytes:
+    """Every report, whole (``dataclasses.asdict``), with the gradebook's points, total and
+    maximum beside it, and the class's statistics per grade cell (``question_stats``)."""
+    students = [{**asdict(r), "points": points[r.student], "total": sum(points[r.student].values()),
+                 "max_score": assignment.max_score} for r in reports]
+    return json.dumps({"assignment": assignment.name, "notebook": assignment.notebook,
+                       "max_score": assignment.max_score, "students": students,
+                       "questions": stats}, indent=1).encode()
+
+
+def question_stats(assignment: Assignment, reports: list[Report], points: dict[str, dict[str, float]]) -> list[dict]:
+    """Per grade cell, over the graded submissions: the mean score, the share with full marks,
+    and the most frequent failure (``failure_line`` of each student below full marks) with
+    how many students it was said to, so an instructor sees which exercise the class
+    struggled with, and why."""
+    graded = [r for r in reports if r.status == "graded"]
+    stats = []
+    for cell in assignment.grade_cells:
+        scores = [points[r.student][cell.name] for r in graded]
+        failures = Counter(failure_line(r, cell.name) for r in graded if points[r.student][cell.name] < cell.max_score)
+        failures.pop("", None)
+        stats.append({"grade_id": cell.name, "max_score": cell.max_score, "graded": len(graded),
+                      "mean": sum(scores) / len(scores) if scores else None,
+                      "full_marks": sum(s >= cell.max_score for s in scores) / len(scores) if scores else None,
+                      "failure": failures.most_common(1)[0][0] if failures else "",
+                      "failure_count": failures.most_common(1)[0][1] if failures else 0})
+    return stats
+
+
+def failure_line(report: Report, grade_id: str) -> str:
+    """One line saying why a cell of a report failed, in words that students with the same
+    mistake share: its first "likely cause:" (a mistake's hint) or "note:" (e.g. a graded
+    function it calls fails), else the evidence under its first failing case, else its first
+    line that is not a passing case. A message's first line only names the check
+    ("ch3.causal_mask (visible): FAILED"); "" when nothing was said."""
+    messages = next((c.messages for c in report.cells if c.grade_id == grade_id), [])
+    lines = [line.strip() for m in messages for line in m.splitlines()[1:] if line.strip()]
+    evidence = [after for line, after in zip(lines, lines[1:]) if line.startswith("FAIL")]
+    for candidates in ([line for line in lines if line.startswith(("likely cause:", "note:"))], evidence,
+                       [line for line in lines if not line.startswith("ok ")],
+                       [m.strip().splitlines()[0] for m in messages if m.strip()]):
+        if candidates:
+            return candidates[0]
+    return ""
+
+
+def format_questions(stats: list[dict]) -> str:
+    """The short table ``llmcourse grade`` ends with: per grade cell, the mean, the share with
+    full marks and the most frequent failure (made printable: it may quote a submission)."""
+    width = max([len("grade cell"), *(len(s["grade_id"]) for s in stats)])
+    lines = [f"{'grade cell':<{width}}  {'mean':>9}  {'full':>4}  most frequent failure (students)"]
+    for s in stats:
+        mean = "-" if s["mean"] is None else f"{s['mean']:.2g}/{s['max_score']:g}"
+        full = "-" if s["full_marks"] is None else f"{s['full_marks']:.0%}"
+        failure = f"{printable(s['failure'], 90)} ({s['failure_count']})" if s["failure"] else ""
+        lines.append(f"{s['grade_id']:<{width}}  {mean:>9}  {full:>4}  {failure}".rstrip())
+    return "\n".join(lines)
+
+
+def read_report_json(path: Path, assignment: str) -> list[Report]:
+    """The reports an earlier run wrote to ``path`` for ``assignment``: none when there is no
+    such file, or it holds another assignment's, or it cannot be read as ours (then everyone
+    is graded again; the file is rewritten whole)."""
+    try:
+        saved = json.loads(path.read_bytes())
+        if saved["assignment"] != assignment:
+            return []
+        return [report_from(entry) for entry in saved["students"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+
+
+def report_from(entry: dict) -> Report:
+    """A ``Report`` back from its entry in ``report.json`` (the points and totals beside it are
+    the gradebook's, read again on every run)."""
+    known = {f.name for f in dataclasses.fields(Report)}
+    fields = {k: v for k, v in entry.items() if k in known}
+    fields["cells"] = [CellReport(**c) for c in fields.get("cells", [])]
+    return Report(**fields)
