@@ -331,9 +331,10 @@ class LinearCrossEntropy(torch.autograd.Function):
         for s in range(0, hidden.size(0), chunk):
             h, t, keep = hidden[s:s + chunk], safe[s:s + chunk], counted[s:s + chunk]
             logits = (h @ weight.T).to(exact)  # (chunk, V); autocast may have computed it in bf16
-            lse = torch.logsumexp(logits, dim=-1)
-            loss += ((lse - logits.gather(1, t[:, None])[:, 0]) * keep).sum()
-            probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+            log_probs = torch.log_softmax(logits, dim=-1)  # one fused pass (logsumexp then sub_: three)
+            del logits
+            loss -= (log_probs.gather(1, t[:, None])[:, 0] * keep).sum()
+            probs = log_probs.exp_()  # softmax, in place
             probs[torch.arange(len(t), device=t.device), t] -= 1.0
             probs *= keep[:, None]
             probs = probs.to(h.dtype)  # not yet divided by n, so fp16 does not underflow
