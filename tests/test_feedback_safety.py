@@ -106,6 +106,7 @@ fig.savefig(png, format="png")
 plt.close(fig)
 display(Image(png.getvalue()))  # a PNG output, as a plot in the notebook gives
 print("attention works")
+print("a long line " * 40)  # wraps in the page, no sideways scrolling
 '''
 
 HONEST_MARKDOWN = """# Chapter 3, my way
@@ -280,6 +281,9 @@ def test_honest_pages_keep_scores_and_outputs(graded):
         assert sorted(verdicts) == sorted(f"Grader: {p:g} / {p:g} points" for p in FULL.values()), verdicts
         assert soup.find("h4", string=re.compile(r"Score: 15\.0 / 15\.0")), "nbgrader's own score heading"
         assert soup.find("div", class_="input_area").find("span"), "highlighted code"
+        index = [a.get_text() for a in soup.find(id="toc").find_all("a")]  # nbgrader's, named by grade id
+        graded_cells = [c.grade_id for c in report.cells]
+        assert index == [f"Test cell {g}" for g in graded_cells] and len(set(index)) == len(index), index
     soup = BeautifulSoup(reports["plotter"][1].read_text(), "html.parser")
     images = [i for i in soup.find_all("img") if i["src"].startswith("data:image/png;base64,")]
     assert images, "the plot is not in the page"
@@ -309,6 +313,7 @@ def _visit(browser, path: Path) -> dict:
                 url: location.href, violations: window.__violations || [],
                 summary_shown: style.display !== 'none' && summary.getBoundingClientRect().height > 0,
                 summary_border: style.borderTopStyle, body_shown: getComputedStyle(document.body).display !== 'none',
+                sideways: document.documentElement.scrollWidth - document.documentElement.clientWidth,
                 images: [...document.images].filter(i => i.src.startsWith('data:image/png'))
                                            .map(i => i.complete && i.naturalWidth > 0)};
     }"""))
@@ -327,6 +332,7 @@ def test_pages_in_a_browser(graded, browser):
         assert seen["summary_shown"] and seen["body_shown"], (student, seen)
         assert seen["summary_border"] == "double", (student, "the page's own style did not apply")
         assert seen["violations"] == [], (student, seen["violations"])  # nothing even tried
+        assert seen["sideways"] <= 0, (student, "a line runs off the page", seen["sideways"])
         if student == "plotter":
             assert seen["images"] and all(seen["images"]), seen["images"]
 

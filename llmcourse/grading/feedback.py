@@ -406,6 +406,8 @@ table.llmcourse-grader-table td, table.llmcourse-grader-table th { padding: .1em
 .llmcourse-quote-label { font-style: italic; color: #8d6e00; font-family: sans-serif; font-size: .85em; }
 .llmcourse-quote { background: #fff3cd; border: 1px dashed #b7791f; color: #5f370e; padding: 0 .2em; }
 .llmcourse-grader-warning { color: #9b1c1c; font-weight: bold; }
+/* long lines of code and output wrap in the page instead of running off its right edge */
+div.input_area pre, div.output_area pre { white-space: pre-wrap; overflow-wrap: anywhere; }
 /* the notebook's tables, which the sanitizer leaves without attributes */
 .rendered_html table { border-collapse: collapse; margin: .5em 0; }
 .rendered_html th, .rendered_html td { border: 1px solid #ccc; padding: .2em .6em; }
@@ -413,6 +415,9 @@ table.llmcourse-grader-table td, table.llmcourse-grader-table th { padding: .1em
 
 
 FONT_FACE = re.compile(r"@font-face\s*\{[^}]*\}", re.I)
+# nbgrader's index at the top of the page names every graded cell by its kind alone ("Test cell",
+# "Test cell", ...); ``finish_page`` adds the cell's grade id (checked by ``make_inert``)
+INDEX_LINK = re.compile(r'<a href="#([A-Za-z0-9_.-]{1,100})">(Test cell|Coding free-response|Written response|Task)</a>')
 
 
 class UnsafeFeedback(Exception):
@@ -421,12 +426,13 @@ class UnsafeFeedback(Exception):
 
 def finish_page(page_html: str, page: Page) -> str:
     """The rendered template plus: the policy first in ``<head>``, the nonce on every style
-    (whose fonts, Bootstrap's icons, are dropped: the policy would block them), the grader's
-    results in their places and at the top of ``<body>``."""
+    (whose fonts, Bootstrap's icons, are dropped: the policy would block them), each graded
+    cell's id in the index, the grader's results in their places and at the top of ``<body>``."""
     nonce = page.nonce
     out = re.sub(r"<style\b([^>]*)>(.*?)</style>",
                  lambda m: f'<style nonce="{nonce}"{m.group(1)}>{FONT_FACE.sub("", m.group(2))}</style>',
                  page_html, flags=re.I | re.S)
+    out = INDEX_LINK.sub(r'<a href="#\1">\2 <code>\1</code></a>', out)
     cells = {c.get("grade_id"): c for c in page.grader.get("cells", []) if isinstance(c, dict)}
     for token, grade_id in page.slots.items():
         out, count = re.subn(rf"<pre>\s*{re.escape(token)}\s*</pre>",
