@@ -3,6 +3,7 @@
     python benchmarks/bench_grading.py [--students N]
     python benchmarks/bench_grading.py --sandbox [--students N] [--repeats R]
     python benchmarks/bench_grading.py --check [--repeats R] [--against DIR]
+    python benchmarks/bench_grading.py --cluster [--students N] [--repeats R]
 
 Default:
 1. One student: the five assignments (ch1-ch5, the solution notebooks as submissions),
@@ -18,6 +19,10 @@ With ``--sandbox``: what the bubblewrap sandbox adds, side by side in one run (t
 sides interleaved, medians of R repeats): one sandboxed start (``run_isolated`` of an empty
 Python program; grading a notebook starts two), one notebook graded, and the class of N
 graded with --jobs 2, each with and without the sandbox.
+
+With ``--cluster``: what grading on a Dask cluster adds (``--scheduler local:2``, the
+cluster's start and stop included) over ``--jobs 2``: a class of N copies of the ch3
+solution graded both ways, the two interleaved, medians of R repeats.
 
 With ``--check``: ``llmcourse check`` of an answered ch3 notebook (the solution, against the
 release), each run a fresh process, as a student runs it: with a cold cache (a new, empty
@@ -89,6 +94,28 @@ def compare_sandbox(args, tmp: Path, trusted, path: Path) -> None:
                 off.append(timed(fn))
         a, b = statistics.median(on), statistics.median(off)
         print(f"| {label} | {a:.2f} | {b:.2f} | {a - b:+.2f} |", flush=True)
+
+
+def compare_cluster(args, tmp: Path, path: Path) -> None:
+    """A class of ``args.students`` graded with --jobs 2 and on a LocalCluster of 2 workers,
+    interleaved (every repeat grades everyone: ``regrade``)."""
+    for n in range(args.students):
+        target = tmp / "submitted" / f"student{n:02d}" / "ch3" / "ch3.ipynb"
+        target.parent.mkdir(parents=True)
+        shutil.copyfile(path, target)
+    ways = {"--jobs 2": ("jobs2", {"jobs": 2}), "--scheduler local:2": ("cluster", {"scheduler": "local:2"})}
+    times: dict[str, list[float]] = {way: [] for way in ways}
+    for _ in range(args.repeats):
+        for way, (out, how) in ways.items():
+            times[way].append(timed(lambda: grade_assignment("ch3", tmp / "submitted", tmp / out,
+                                                             log=lambda *a: None, regrade=True, **how)))
+    local, cluster = (statistics.median(times[way]) for way in ways)
+    print(f"class of {args.students} (ch3), medians of {args.repeats} interleaved repeats")
+    print("| grading | s | s per notebook |")
+    print("|---|---:|---:|")
+    for way in ways:
+        print(f"| {way} | {statistics.median(times[way]):.1f} | {statistics.median(times[way]) / args.students:.2f} |")
+    print(f"the cluster path adds {cluster - local:+.1f} s ({100 * (cluster / local - 1):+.1f}%)", flush=True)
 
 
 def one_student(tmp: Path) -> None:
@@ -181,6 +208,8 @@ def main() -> None:
     parser.add_argument("--against", type=Path, default=None,
                         help="another checkout: compare one student's grading time (or with --check, "
                              "llmcourse check's) with it")
+    parser.add_argument("--cluster", action="store_true",
+                        help="compare the class graded with --jobs 2 and on a LocalCluster of 2 workers")
     parser.add_argument("--check", action="store_true",
                         help="time llmcourse check of an answered ch3 notebook, cold and warm cache")
     args = parser.parse_args()
@@ -199,6 +228,9 @@ def main() -> None:
         path.write_text(notebook_text(BY_NAME["solution"]))
         if args.sandbox:
             compare_sandbox(args, tmp, trusted, path)
+            return
+        if args.cluster:
+            compare_cluster(args, tmp, path)
             return
         one_student(tmp)
         for n in range(args.students):

@@ -234,16 +234,17 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
+    from .grading.cluster import ClusterUnavailable  # imports Dask only when a cluster is used
     from .grading.grade import grade_assignment
     from .grading.sandbox import Limits, SandboxUnavailable
 
     try:
         grade_assignment(args.assignment, args.submitted, args.out, jobs=args.jobs, root=args.course,
                          notebook=args.notebook, students=args.student, regrade=args.regrade, roster=args.roster,
-                         private=args.private, progress=sys.stderr,
+                         private=args.private, progress=sys.stderr, scheduler=args.scheduler,
                          limits=Limits(allow_unsandboxed=args.allow_unsandboxed,
                                        allow_no_cgroup=args.allow_no_cgroup))
-    except SandboxUnavailable as e:
+    except (SandboxUnavailable, ClusterUnavailable) as e:
         print(f"llmcourse grade: error: {e}", file=sys.stderr)
         return 3
     print(f"gradebook, grades.csv, report.json, autograded/ and feedback/ in {args.out}")
@@ -378,6 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("grading"),
                    help="gradebook.db, grades.csv, report.json, autograded/, feedback/ (default: grading)")
     p.add_argument("--jobs", type=int, default=None, help="submissions graded in parallel (default: CPU count)")
+    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT|local:N",
+                   help="grade on a Dask cluster (pip install 'llmcourse[cluster]'): a running scheduler's "
+                        "address, or local:N for N workers on this machine; each worker grades one submission "
+                        "at a time in its own sandbox, this machine writes every result. Instead of --jobs")
     p.add_argument("--notebook", default=None, help="notebook name, when the assignment has several")
     p.add_argument("--student", action="append", default=None, metavar="ID",
                    help="grade only this student (again, even if unchanged); repeat for several. The CSV and "

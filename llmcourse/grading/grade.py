@@ -15,8 +15,8 @@ For one submission (``grade_submission``, run in a worker process):
    only for the outputs the feedback shows (``notebook_run``: outputs copied into the
    trusted notebook).
 
-For a class (``grade_assignment``): workers (``pool``) do the above, one job each, so a
-crash or a hang costs one student; the parent alone writes the gradebook (``gradebook``),
+For a class (``grade_assignment``): workers (``pool``, or a Dask cluster's: ``cluster``) do
+the above, one job each, so a crash or a hang costs one student; the parent alone writes the gradebook (``gradebook``),
 the autograded notebooks, ``grades.csv`` and ``report.json`` (``results``, rewritten after
 every student, always of the whole class) and the feedback HTML (``feedback``), each file
 atomically. A re-run grades only the submissions that changed since they were graded.
@@ -116,15 +116,87 @@ def grade_submission(data: bytes, name: str, student: str, assignment: Assignmen
 # ---------------------------------------------------------------- a class
 
 def _grade_job(job) -> tuple[Report, str | None]:
-    """One student, in a worker: read the submitted file, grade it; never raises."""
+    """One student, in a worker of this machine: read the submitted file, grade it; never raises."""
     submitted, student, assignment, limits = job
+    return _graded(lambda: read_submitted_notebook(submitted, student, assignment.name, assignment.notebook),
+                   student, assignment, limits)
+
+
+def _graded(read, student: str, assignment: Assignment, limits: Limits) -> tuple[Report, str | None]:
+    """Grade the notebook file ``read()`` returns; never raises (a file that cannot be read, or
+    a grader bug, is that student's 0 with the reason)."""
     try:
-        data = read_submitted_notebook(submitted, student, assignment.name, assignment.notebook)
-        return grade_submission(data, f"{assignment.notebook}.ipynb", student, assignment, limits)
+        return grade_submission(read(), f"{assignment.notebook}.ipynb", student, assignment, limits)
     except Rejected as e:
         return failed(student, assignment, str(e)), None
     except Exception as e:  # noqa: BLE001 -- a grader bug must not stop the class
         return failed(student, assignment, f"internal grading error: {type(e).__name__}: {e}"), None
+
+
+def _sent_job(job, gradebook: bytes) -> tuple:
+    """What a cluster's worker is sent for a job of ``_grade_job``'s: the submitted file's
+    bytes (or the error reading it gave, which the worker reports as a local worker would)
+    and the assignment's source gradebook, as the worker's machine need not see this one's
+    files."""
+    submitted, student, assignment, limits = job
+    try:
+        data = read_submitted_notebook(submitted, student, assignment.name, assignment.notebook)
+    except Exception as e:  # noqa: BLE001 -- raised again on the worker, where _graded reports it
+        data = e
+    return data, student, assignment, gradebook, limits
+
+
+def _grade_sent(job) -> tuple[Report, str | None]:
+    """One student, on a cluster's worker (``_sent_job``): the gradebook is written to a
+    scratch copy, which nbgrader restores the submission's cells from; never raises."""
+    data, student, assignment, gradebook, limits = job
+
+    def read() -> bytes:
+        if isinstance(data, Exception):
+            raise data
+        return data
+
+    with scratch_folder("gradebook") as tmp:
+        copy = Path(tmp) / "gradebook.db"
+        copy.write_bytes(gradebook)
+        return _graded(read, student, dataclasses.replace(assignment, db_url=f"sqlite:///{copy}"), limits)
+
+
+def source_gradebook(root: Path, assignment: str) -> bytes:
+    """The bytes of the assignment's gradebook as built from its source (no student in it):
+    what a cluster's workers restore submissions from."""
+    with scratch_folder("gradebook") as tmp:
+        cached_gradebook(root, "solutions", assignment, Path(tmp))
+        return (Path(tmp) / "gradebook.db").read_bytes()
+
+
+def grading_results(work: list, jobs: int, scheduler: str | None, root: Path, limits: Limits):
+    """Yield ``(index, ok, result or error text)`` for each job of ``work`` as it is graded:
+    on the cluster of ``scheduler`` (``cluster.run_on_cluster``), in ``jobs`` worker processes
+    here (``pool.run_jobs``), or with one job in this process, where only the sandbox's own time
+    limits bound the student code."""
+    if scheduler is not None:
+        from .cluster import run_on_cluster  # imports Dask only when a cluster is asked for
+
+        gradebook = source_gradebook(root, work[0][2].name) if work else b""
+        yield from run_on_cluster(_grade_sent, work, scheduler, job_timeout(limits),
+                                  send=lambda job: _sent_job(job, gradebook))
+    elif jobs == 1:
+        for index, job in enumerate(work):
+            yield index, True, _grade_job(job)
+    else:
+        yield from run_jobs(_grade_job, work, jobs, job_timeout(limits))
+
+
+def worker_result(result, student: str, assignment: Assignment) -> tuple[Report, str | None]:
+    """A worker's ``(report, autograded notebook)`` for ``student``, checked before the parent
+    records it (a worker's reply crosses a process or a network): anything else is that
+    student's internal grading error."""
+    if (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], Report)
+            and result[0].student == student and isinstance(result[1], (str, type(None)))):
+        return result
+    return failed(student, assignment, f"internal grading error: the worker returned {type(result).__name__}, "
+                                       f"not {student}'s report"), None
 
 
 def failed(student: str, assignment: Assignment, reason: str, status: str = "rejected") -> Report:
@@ -190,7 +262,8 @@ def ungraded_rows(assignment: Assignment, found: list[Submission], roster: set[s
 def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jobs: int | None = None,
                      root: str | Path | None = None, limits: Limits = Limits(), notebook: str | None = None,
                      log=print, students: list[str] | None = None, regrade: bool = False,
-                     roster: str | Path | None = None, private: bool = False, progress=None) -> list[Report]:
+                     roster: str | Path | None = None, private: bool = False, progress=None,
+                     scheduler: str | None = None) -> list[Report]:
     """``llmcourse grade``: grade the submissions ``submitted/<student>/<assignment>/``.
 
     ``root`` is the course folder (default: ``find_course()``: ``$LLMCOURSE_COURSE`` or the
@@ -207,11 +280,23 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
     ``progress``: a stream (the CLI's stderr) for a progress bar. Returns every report of
     the class.
 
+    ``scheduler`` (``tcp://HOST:PORT`` or ``local:N``, ``cluster.parse_scheduler``): each
+    submission is graded by a worker of that Dask cluster instead of ``jobs`` processes here
+    (giving both is an error); everything else, the writing of every file included, is done
+    here as without it, so the results are the same.
+
     Refuses (``SandboxUnavailable``) before grading anyone when the sandbox cannot be used,
     unless ``limits.allow_unsandboxed``. One student's submission, however hostile, costs no
     other student a grade: a refused id or file, a crash, a hang or a failed feedback page is
     that student's 0 or note, and the result files are written after every student.
     """
+    if scheduler is not None:
+        from .cluster import check_scheduler  # imports Dask only when a cluster is asked for
+
+        if jobs is not None:
+            raise ValueError("--jobs and --scheduler: give one (with --scheduler, the cluster's workers "
+                             "grade in parallel)")
+        check_scheduler(scheduler)
     sandboxed = require_sandbox(limits)
     root, submitted, out = find_course(root), Path(submitted).resolve(), Path(out).resolve()
     source_dir = root / "solutions" / assignment
@@ -241,7 +326,8 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
     final = final_points(trusted, sorted(reports))
     jobs = max(1, jobs or os.cpu_count() or 1)
     unchanged = sum(s.problem is None for s in found) - len(work) if students is None else 0
-    log(f"grading {len(work)} submissions of {assignment} with {jobs} job(s)"
+    log(f"grading {len(work)} submissions of {assignment} "
+        + (f"on the Dask cluster {scheduler}" if scheduler else f"with {jobs} job(s)")
         + (f" ({unchanged} unchanged since they were graded: --regrade grades them again)" if unchanged else "")
         + ("" if sandboxed else f" -- NOT {'' if bwrap_problem() else 'FULLY '}SANDBOXED ({sandbox_problem()}): "
                                   "results marked"))
@@ -280,15 +366,12 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
     for s in found:
         if s.problem is not None:
             record(failed(printable(s.student, 100), trusted, f"not a valid student id: {s.problem}"), None)
-    if jobs == 1:  # in this process: the sandbox's own time limits bound the student code
-        for job in work:
-            record(*_grade_job(job))
-    else:
-        for index, ok, result in run_jobs(_grade_job, work, jobs, job_timeout(limits)):
-            if ok:
-                record(*result)
-            else:  # the worker died or hung: this student only
-                record(failed(work[index][1], trusted, f"internal grading error: {result}"), None)
+    for index, ok, result in grading_results(work, jobs, scheduler, root, limits):
+        student = work[index][1]
+        if ok:
+            record(*worker_result(result, student, trusted))
+        else:  # the worker died or hung: this student only
+            record(failed(student, trusted, f"internal grading error: {result}"), None)
     bar.close()
     write_feedback(config, trusted, graded, out, permissions, log)
     stats = write_results(trusted, list(reports.values()), final, out, permissions)
