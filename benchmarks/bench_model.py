@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -180,7 +179,14 @@ def measure_rss(size: str, name: str, args) -> float:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
     for _ in range(3):
         train_step(peer, optimizer, x, y, autocast)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since it started its program (``VmHWM``; Linux's
+    ``ru_maxrss`` would also count the parent's memory at the fork)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 
 def run_size(size: str, args) -> dict[str, dict[str, float]]:
@@ -266,7 +272,8 @@ def print_table(size: str, rows: dict[str, dict[str, float]], args) -> None:
     for row in ("train tok/s", "greedy, no cache, tok/s", "greedy, KV cache, tok/s", "train peak RSS (MB)"):
         values = {n: rows[n].get(row) for n in names}
         best = (min if "RSS" in row else max)(v for v in values.values() if v is not None)
-        cells = ["–" if v is None else (f"**{v:,.1f}**" if v == best else f"{v:,.1f}") for v in values.values()]
+        shown = {n: "–" if v is None else f"{v:,.{2 if v < 100 else 1}f}" for n, v in values.items()}
+        cells = [f"**{shown[n]}**" if v == best else shown[n] for n, v in values.items()]
         print(f"| {row} | " + " | ".join(cells) + " |")
     ours = rows.get("llmcourse", {})
     print()
@@ -274,7 +281,7 @@ def print_table(size: str, rows: dict[str, dict[str, float]], args) -> None:
         others = {n: r[row] for n, r in rows.items() if n != "llmcourse" and r.get(row) is not None}
         if ours.get(row) and others:
             best = max(others, key=others.get)
-            print(f"{row}: llmcourse / fastest peer ({best}) = {ours[row] / others[best]:.2f}x")
+            print(f"{row}: llmcourse / fastest peer ({best}) = {ours[row] / others[best]:.3f}x")
     others = {n: r["train peak RSS (MB)"] for n, r in rows.items() if n != "llmcourse"}
     if ours and others:
         print("train peak RSS: llmcourse / " + ", ".join(f"{n} {ours['train peak RSS (MB)'] / v:.2f}x"

@@ -14,6 +14,11 @@ CPU (the default is what ``llmcourse train`` runs with no options: the tiny mode
 batch 8, its full context of 128, fp32, 2 threads; then gpt2-small's shapes):
     .venv/bin/python benchmarks/bench_train.py
     .venv/bin/python benchmarks/bench_train.py --model gpt2-small --batch 2 --max-length 256 --steps 2
+bf16 autocast against fp32 on the CPU, both ``train_step`` on the same batches from the same
+initial weights: tokens/s, and the loss at the end (mean of the last 20 steps), so a faster
+dtype is only taken with the same loss curve:
+    LLMCOURSE_DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_train.py --compare-dtypes 200 \
+        --data tinyshakespeare.txt
 GPU (tokens/s and MFU of ours; the reference runs as well):
     python benchmarks/bench_train.py --device cuda --compile --dtype bf16 \\
         --batch 16 --max-length 1024 --data tinyshakespeare.txt --peak-tflops 989
@@ -63,6 +68,42 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux), for saying whether it has bf16 matrix units."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def compare_dtypes(args, model_config, ids, device) -> None:
+    """fp32 against bf16 autocast: ``args.compare_dtypes`` steps each, same batches, same start."""
+    flags = cpu_flags()
+    print(f"CPU bf16 units: avx512_bf16 {'avx512_bf16' in flags}, amx_bf16 {'amx_bf16' in flags}; "
+          f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    data = list(batches(ids, args.batch, args.max_length, args.compare_dtypes, seed=1))
+    tail = min(20, len(data))
+    for name in ("fp32", "bf16"):
+        config = TrainConfig(batch_size=args.batch, max_length=args.max_length, dtype=DTYPES[name],
+                             device=args.device)
+        amp = autocast_dtype(config, device)
+        torch.manual_seed(0)
+        model = GPT(model_config, device=device).train()
+        optimizer = configure_optimizer(model, config)
+        scaler = torch.amp.GradScaler(device.type, enabled=False)
+        losses, seconds = [], 0.0
+        for x, y in data:
+            x, y = x.to(device), y.to(device)
+            sync(device)
+            t0 = time.perf_counter()
+            losses.append(float(train_step(model, optimizer, scaler, [(x, y)], config, amp)))
+            sync(device)
+            seconds += time.perf_counter() - t0
+        print(f"{name}: {len(data) * x.numel() / seconds:,.0f} tokens/s, loss first {losses[0]:.3f}, "
+              f"mean of the last {tail} steps {statistics.mean(losses[-tail:]):.3f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tiny", help="tiny, gpt2-small, ... or a GPTConfig JSON file")
@@ -80,6 +121,8 @@ def main() -> None:
     p.add_argument("--peak-tflops", type=float, default=989.0,
                    help="the device's dense peak for MFU (H100 SXM bf16: 989)")
     p.add_argument("--no-reference", action="store_true", help="time ours only")
+    p.add_argument("--compare-dtypes", type=int, default=0, metavar="STEPS",
+                   help="instead: train STEPS steps in fp32 and in bf16 autocast, tokens/s and loss of each")
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -92,6 +135,8 @@ def main() -> None:
                          device=args.device, compile=args.compile)
     amp = autocast_dtype(config, device)
     ids = load_token_ids([args.data])
+    if args.compare_dtypes:
+        return compare_dtypes(args, model_config, ids, device)
     n_steps = args.warmup + args.repeats * args.steps
     data = [(x.to(device), y.to(device)) for x, y in batches(ids, args.batch, args.max_length, n_steps)]
 
