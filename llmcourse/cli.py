@@ -241,7 +241,8 @@ def cmd_grade(args: argparse.Namespace) -> int:
     try:
         grade_assignment(args.assignment, args.submitted, args.out, jobs=args.jobs, root=args.course,
                          notebook=args.notebook, students=args.student, regrade=args.regrade, roster=args.roster,
-                         private=args.private, progress=sys.stderr, scheduler=args.scheduler,
+                         private=args.private, progress=sys.stderr, scheduler=args.scheduler, due=args.due,
+                         late_policy=args.late_policy,
                          limits=Limits(allow_unsandboxed=args.allow_unsandboxed,
                                        allow_no_cgroup=args.allow_no_cgroup))
     except (SandboxUnavailable, ClusterUnavailable) as e:
@@ -396,6 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="results readable by you alone (files 0600, folders 0700; the course can say so with "
                         "c.LLMCourse.private_results = True in nbgrader_config.py); default: by your group too "
                         "(0640, 0750)")
+    p.add_argument("--due", default=None, metavar="TIME",
+                   help="the assignment's due date for this run, e.g. '2026-12-10 23:59 UTC', instead of "
+                        "c.LLMCourse.due_dates in nbgrader_config.py; a submission's time is its timestamp.txt, "
+                        "else its file's")
+    p.add_argument("--late-policy", default=None, metavar="none|zero|penalty_per_day:P",
+                   help="what a late submission costs for this run, instead of c.LLMCourse.late_policy: nothing, "
+                        "everything, or P%% of the maximum per started day late (never more than the score)")
     add_course_argument(p)
     p.add_argument("--allow-unsandboxed", action="store_true",
                    help="where bubblewrap is unavailable, grade with process limits only (results marked "

@@ -66,6 +66,8 @@ class Report:
     sandbox_note: str = ""
     seconds: float = 0.0
     graded_key: str = ""  # in a class: sha256 of the file graded and the source (grade.graded_key)
+    submitted_at: str = ""  # in a class: when it was handed in, ISO 8601 UTC ("" unknown; intake.read_submission_time)
+    submitted_note: str = ""  # where that time came from, when not from nbgrader's timestamp.txt
 
     @property
     def score(self) -> float:
