@@ -248,7 +248,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
     except (SandboxUnavailable, ClusterUnavailable) as e:
         print(f"llmcourse grade: error: {e}", file=sys.stderr)
         return 3
-    print(f"gradebook, grades.csv, report.json, autograded/ and feedback/ in {args.out}")
+    print(f"gradebook, grades.csv, report.json, canvas.csv, questions.csv, autograded/ and feedback/ in {args.out}")
     return 0
 
 
@@ -378,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--submitted", type=Path, required=True,
                    help="folder of submissions: <student>/<assignment>/<notebook>.ipynb")
     p.add_argument("--out", type=Path, default=Path("grading"),
-                   help="gradebook.db, grades.csv, report.json, autograded/, feedback/ (default: grading)")
+                   help="gradebook.db, grades.csv, report.json, canvas.csv, questions.csv, autograded/, feedback/ "
+                        "(default: grading)")
     p.add_argument("--jobs", type=int, default=None, help="submissions graded in parallel (default: CPU count)")
     p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT|local:N",
                    help="grade on a Dask cluster (pip install 'llmcourse[cluster]'): a running scheduler's "

@@ -17,9 +17,9 @@ For one submission (``grade_submission``, run in a worker process):
 
 For a class (``grade_assignment``): workers (``pool``, or a Dask cluster's: ``cluster``) do
 the above, one job each, so a crash or a hang costs one student; the parent alone writes the gradebook (``gradebook``),
-the autograded notebooks, ``grades.csv`` and ``report.json`` (``results``, rewritten after
-every student, always of the whole class) and the feedback HTML (``feedback``), each file
-atomically. A re-run grades only the submissions that changed since
+the autograded notebooks, ``grades.csv``, ``report.json`` and the LMS exports (``results``,
+rewritten after every student, always of the whole class) and the feedback HTML
+(``feedback``), each file atomically. A re-run grades only the submissions that changed since
 they were graded; when each was handed in, and so its late penalty, is read on every run.
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ from .intake import (
     runner_cells,
     without_hidden_tests,
 )
-from .nbconfig import course_config, course_deadline, find_course, private_results
+from .nbconfig import canvas_columns, course_config, course_deadline, find_course, private_results
 from .notebook_run import execute_for_feedback
 from .pool import run_jobs
 from .records import Assignment, Rejected, Report
@@ -282,7 +282,8 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
 
     ``root`` is the course folder (default: ``find_course()``: ``$LLMCOURSE_COURSE`` or the
     current directory's course). Writes into ``out``: ``gradebook.db``, ``autograded/``,
-    ``feedback/``, ``grades.csv`` and ``report.json``. Safe to re-run: by default only new or
+    ``feedback/``, ``grades.csv``, ``report.json``, ``canvas.csv`` (Canvas's gradebook import)
+    and ``questions.csv`` (points per student and grade cell). Safe to re-run: by default only new or
     changed submissions are graded (``graded_key``; a changed source regrades everyone);
     ``regrade`` grades everyone again, ``students`` only those (again, even if unchanged).
     ``grades.csv`` and ``report.json`` describe the whole class whoever is graded: earlier
@@ -324,7 +325,7 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
         raise FileNotFoundError(f"no assignment {assignment!r}: {source_dir} does not exist")
     if not submitted.is_dir():
         raise FileNotFoundError(f"submitted folder {submitted} does not exist")
-    deadline = course_deadline(root, assignment, due, late_policy)
+    deadline, canvas = course_deadline(root, assignment, due, late_policy), canvas_columns(root, assignment)
     found = find_submissions(submitted, assignment)
     check_named_students(found, students, submitted, assignment)
     listed = read_roster(Path(roster)) if roster else []
@@ -387,7 +388,7 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
             + (f" (rejected: {printable(report.reason)})" if report.status == "rejected" else "")
             + ("" if report.sandboxed or not report.sandbox_note else " [NOT SANDBOXED]"))
         reports[report.student] = report
-        write_results(trusted, list(reports.values()), final, out, permissions, deadline)
+        write_results(trusted, list(reports.values()), final, out, permissions, deadline, canvas)
 
     for s in found:
         if s.problem is not None:
@@ -404,7 +405,7 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
     except Exception as e:  # noqa: BLE001 -- the results files have the penalties all the same
         log(f"the gradebook could not record the due date and late penalties: {type(e).__name__}: {e}")
     write_feedback(config, trusted, graded, out, permissions, log)
-    stats = write_results(trusted, list(reports.values()), final, out, permissions, deadline)
+    stats = write_results(trusted, list(reports.values()), final, out, permissions, deadline, canvas)
     log(format_questions(stats))
     return sorted(reports.values(), key=lambda r: r.student)
 

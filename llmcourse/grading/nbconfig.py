@@ -11,9 +11,11 @@ from pathlib import Path
 from traitlets.config import Config
 
 from .deadlines import Deadline, parse_late_policy, parse_time
+from .records import CanvasColumns
 
 COURSE_ENV = "LLMCOURSE_COURSE"  # the course folder, when it is not given and not found from here
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
+CANVAS_ID_COLUMNS = ("SIS Login ID", "SIS User ID", "ID")
 
 
 def is_course(folder: Path) -> bool:
@@ -123,6 +125,27 @@ def course_deadline(root: Path, assignment: str, due: str | None = None, late_po
         policy_where = "--late-policy"
     return Deadline(None if due is None else _parsed(parse_time, due, due_where),
                     _parsed(parse_late_policy, late_policy, policy_where))
+
+
+def canvas_columns(root: Path, assignment: str) -> CanvasColumns:
+    """How ``canvas.csv`` names students and ``assignment`` (``records.CanvasColumns``), from
+    the course's configuration::
+
+        c.LLMCourse.canvas_id_column = "SIS Login ID"               # or "SIS User ID", "ID"
+        c.LLMCourse.canvas_assignments = {"ch3": "Attention (12345)"}  # Canvas's name (id)
+
+    An unknown id column is a one-line ``ValueError``."""
+    settings = course_settings(root)
+    id_column = settings.get("canvas_id_column", CanvasColumns.id_column)
+    if id_column not in CANVAS_ID_COLUMNS:
+        raise ValueError(f"{_setting(root, 'canvas_id_column')} = {repr(id_column)[:80]}: expected one of "
+                         f"{', '.join(map(repr, CANVAS_ID_COLUMNS))} (the Canvas column that holds the course's "
+                         f"student ids)")
+    names = settings.get("canvas_assignments", {})
+    if not isinstance(names, dict) or not isinstance(names.get(assignment, ""), str):
+        raise ValueError(f"{_setting(root, 'canvas_assignments')} = {repr(names)[:80]}: expected a dict of "
+                         f"assignment -> its Canvas column, e.g. {{'ch3': 'Attention (12345)'}}")
+    return CanvasColumns(id_column, names.get(assignment, ""))
 
 
 def _setting(root: Path, name: str) -> str:

@@ -85,5 +85,16 @@ class Report:
         return self
 
 
+@dataclass(frozen=True)
+class CanvasColumns:
+    """How the Canvas gradebook import (``results.canvas_csv``) names a student and the
+    assignment: the Canvas column that holds the course's student ids (``SIS Login ID``, ``SIS
+    User ID`` or Canvas's numeric ``ID``), and the assignment's column ("" for the assignment's
+    own name, which Canvas makes a new assignment of; ``Name (12345)`` for an existing one)."""
+
+    id_column: str = "SIS Login ID"
+    assignment_column: str = ""
+
+
 class Rejected(Exception):
     """A submission that cannot be graded at all (the reason is for the student)."""
