@@ -241,13 +241,14 @@ def cmd_grade(args: argparse.Namespace) -> int:
     try:
         grade_assignment(args.assignment, args.submitted, args.out, jobs=args.jobs, root=args.course,
                          notebook=args.notebook, students=args.student, regrade=args.regrade, roster=args.roster,
-                         private=args.private, progress=sys.stderr, scheduler=args.scheduler,
+                         private=args.private, progress=sys.stderr, scheduler=args.scheduler, due=args.due,
+                         late_policy=args.late_policy,
                          limits=Limits(allow_unsandboxed=args.allow_unsandboxed,
                                        allow_no_cgroup=args.allow_no_cgroup))
     except (SandboxUnavailable, ClusterUnavailable) as e:
         print(f"llmcourse grade: error: {e}", file=sys.stderr)
         return 3
-    print(f"gradebook, grades.csv, report.json, autograded/ and feedback/ in {args.out}")
+    print(f"gradebook, grades.csv, report.json, canvas.csv, questions.csv, autograded/ and feedback/ in {args.out}")
     return 0
 
 
@@ -377,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--submitted", type=Path, required=True,
                    help="folder of submissions: <student>/<assignment>/<notebook>.ipynb")
     p.add_argument("--out", type=Path, default=Path("grading"),
-                   help="gradebook.db, grades.csv, report.json, autograded/, feedback/ (default: grading)")
+                   help="gradebook.db, grades.csv, report.json, canvas.csv, questions.csv, autograded/, feedback/ "
+                        "(default: grading)")
     p.add_argument("--jobs", type=int, default=None, help="submissions graded in parallel (default: CPU count)")
     p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT|local:N",
                    help="grade on a Dask cluster (pip install 'llmcourse[cluster]'): a running scheduler's "
@@ -396,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="results readable by you alone (files 0600, folders 0700; the course can say so with "
                         "c.LLMCourse.private_results = True in nbgrader_config.py); default: by your group too "
                         "(0640, 0750)")
+    p.add_argument("--due", default=None, metavar="TIME",
+                   help="the assignment's due date for this run, e.g. '2026-12-10 23:59 UTC', instead of "
+                        "c.LLMCourse.due_dates in nbgrader_config.py; a submission's time is its timestamp.txt, "
+                        "else its file's")
+    p.add_argument("--late-policy", default=None, metavar="none|zero|penalty_per_day:P",
+                   help="what a late submission costs for this run, instead of c.LLMCourse.late_policy: nothing, "
+                        "everything, or P%% of the maximum per started day late (never more than the score)")
     add_course_argument(p)
     p.add_argument("--allow-unsandboxed", action="store_true",
                    help="where bubblewrap is unavailable, grade with process limits only (results marked "

@@ -17,9 +17,10 @@ For one submission (``grade_submission``, run in a worker process):
 
 For a class (``grade_assignment``): workers (``pool``, or a Dask cluster's: ``cluster``) do
 the above, one job each, so a crash or a hang costs one student; the parent alone writes the gradebook (``gradebook``),
-the autograded notebooks, ``grades.csv`` and ``report.json`` (``results``, rewritten after
-every student, always of the whole class) and the feedback HTML (``feedback``), each file
-atomically. A re-run grades only the submissions that changed since they were graded.
+the autograded notebooks, ``grades.csv``, ``report.json`` and the LMS exports (``results``,
+rewritten after every student, always of the whole class) and the feedback HTML
+(``feedback``), each file atomically. A re-run grades only the submissions that changed since
+they were graded; when each was handed in, and so its late penalty, is read on every run.
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ from .gradebook import (
     gradebook_roster,
     load_assignment,
     save_grades,
+    save_lateness,
 )
 from .intake import (
     MAX_NOTEBOOK_BYTES,
@@ -54,12 +56,13 @@ from .intake import (
     printable,
     read_roster,
     read_submission,
+    read_submission_time,
     read_submitted_notebook,
     restore,
     runner_cells,
     without_hidden_tests,
 )
-from .nbconfig import course_config, find_course, private_results
+from .nbconfig import canvas_columns, course_config, course_deadline, find_course, private_results
 from .notebook_run import execute_for_feedback
 from .pool import run_jobs
 from .records import Assignment, Rejected, Report
@@ -259,16 +262,28 @@ def ungraded_rows(assignment: Assignment, found: list[Submission], roster: set[s
     return rows
 
 
+def stamp(report: Report, times: dict[str, tuple[str, str]]) -> Report:
+    """Give ``report`` the time its submission was handed in and where that came from, as
+    read on this run (``times``: ``intake.read_submission_time`` of each student handing in
+    now), so a ``timestamp.txt`` put right since grading counts without grading again; a
+    report with no submission in this run keeps its own."""
+    if report.student in times:
+        report.submitted_at, report.submitted_note = times[report.student]
+    return report
+
+
 def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jobs: int | None = None,
                      root: str | Path | None = None, limits: Limits = Limits(), notebook: str | None = None,
                      log=print, students: list[str] | None = None, regrade: bool = False,
                      roster: str | Path | None = None, private: bool = False, progress=None,
-                     scheduler: str | None = None) -> list[Report]:
+                     scheduler: str | None = None, due: str | None = None,
+                     late_policy: str | None = None) -> list[Report]:
     """``llmcourse grade``: grade the submissions ``submitted/<student>/<assignment>/``.
 
     ``root`` is the course folder (default: ``find_course()``: ``$LLMCOURSE_COURSE`` or the
     current directory's course). Writes into ``out``: ``gradebook.db``, ``autograded/``,
-    ``feedback/``, ``grades.csv`` and ``report.json``. Safe to re-run: by default only new or
+    ``feedback/``, ``grades.csv``, ``report.json``, ``canvas.csv`` (Canvas's gradebook import)
+    and ``questions.csv`` (points per student and grade cell). Safe to re-run: by default only new or
     changed submissions are graded (``graded_key``; a changed source regrades everyone);
     ``regrade`` grades everyone again, ``students`` only those (again, even if unchanged).
     ``grades.csv`` and ``report.json`` describe the whole class whoever is graded: earlier
@@ -279,6 +294,12 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
     the course's configuration (``private_results``) says the instructor's alone.
     ``progress``: a stream (the CLI's stderr) for a progress bar. Returns every report of
     the class.
+
+    Each submission's time (nbgrader's ``timestamp.txt``, else the file's) is held against the
+    assignment's due date with the course's late policy (``c.LLMCourse.due_dates`` and
+    ``late_policy``; ``due`` and ``late_policy`` replace them for this run): the penalty is
+    taken off the total in the results and in the gradebook, the cells keep their points. A
+    setting that cannot be read is an error before anything is graded.
 
     ``scheduler`` (``tcp://HOST:PORT`` or ``local:N``, ``cluster.parse_scheduler``): each
     submission is graded by a worker of that Dask cluster instead of ``jobs`` processes here
@@ -304,11 +325,14 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
         raise FileNotFoundError(f"no assignment {assignment!r}: {source_dir} does not exist")
     if not submitted.is_dir():
         raise FileNotFoundError(f"submitted folder {submitted} does not exist")
+    deadline, canvas = course_deadline(root, assignment, due, late_policy), canvas_columns(root, assignment)
     found = find_submissions(submitted, assignment)
     check_named_students(found, students, submitted, assignment)
     listed = read_roster(Path(roster)) if roster else []
     remove_stale()
     notebook = notebook or _only_notebook(source_dir)
+    times = {s.student: read_submission_time(submitted, s.student, assignment, notebook)
+             for s in found if s.problem is None}
     permissions = PRIVATE if private or private_results(root) else GROUP_READABLE
     make_folders(out, permissions.folder)
     config = course_config(root, out, submitted=submitted)
@@ -323,6 +347,8 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
     keys = to_grade(submitted, found, trusted, source, reports, students, regrade)
     work = [(submitted, student, trusted, limits) for student in keys]
     reports.update(ungraded_rows(trusted, found, set(gradebook_roster(trusted, listed)), set(reports) | set(keys)))
+    for report in reports.values():
+        stamp(report, times)
     final = final_points(trusted, sorted(reports))
     jobs = max(1, jobs or os.cpu_count() or 1)
     unchanged = sum(s.problem is None for s in found) - len(work) if students is None else 0
@@ -342,6 +368,7 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
 
     def record(report: Report, executed: str | None) -> None:
         """The parent alone writes the gradebook and files, one student at a time."""
+        stamp(report, times)
         if report.student in keys:
             report.graded_key = keys[report.student]
             try:
@@ -361,7 +388,7 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
             + (f" (rejected: {printable(report.reason)})" if report.status == "rejected" else "")
             + ("" if report.sandboxed or not report.sandbox_note else " [NOT SANDBOXED]"))
         reports[report.student] = report
-        write_results(trusted, list(reports.values()), final, out, permissions)
+        write_results(trusted, list(reports.values()), final, out, permissions, deadline, canvas)
 
     for s in found:
         if s.problem is not None:
@@ -373,8 +400,12 @@ def grade_assignment(assignment: str, submitted: str | Path, out: str | Path, jo
         else:  # the worker died or hung: this student only
             record(failed(student, trusted, f"internal grading error: {result}"), None)
     bar.close()
+    try:  # before the feedback, which shows the gradebook's penalty
+        save_lateness(trusted, deadline, {r.student: r.submitted_at for r in reports.values()})
+    except Exception as e:  # noqa: BLE001 -- the results files have the penalties all the same
+        log(f"the gradebook could not record the due date and late penalties: {type(e).__name__}: {e}")
     write_feedback(config, trusted, graded, out, permissions, log)
-    stats = write_results(trusted, list(reports.values()), final, out, permissions)
+    stats = write_results(trusted, list(reports.values()), final, out, permissions, deadline, canvas)
     log(format_questions(stats))
     return sorted(reports.values(), key=lambda r: r.student)
 

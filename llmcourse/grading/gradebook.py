@@ -12,12 +12,14 @@ import ast
 import copy
 import hashlib
 import warnings
+from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
 import nbformat
 
 from ..files import atomic_write_bytes, cache_dir
+from .deadlines import Deadline
 from .feedback import HIDDEN_BEGIN
 from .nbconfig import course_config, ensure_tools_on_path
 from .records import Assignment, CheckCall, GradeCell, Report
@@ -206,6 +208,34 @@ def save_grades(assignment: Assignment, report: Report) -> None:
             grade.auto_score = cell.score
             grade.needs_manual_grade = False
         gb.db.commit()
+
+
+def save_lateness(assignment: Assignment, deadline: Deadline, submitted_at: dict[str, str]) -> None:
+    """Write the due date, each submission's time (``submitted_at``: student -> ISO 8601, as
+    ``Report`` keeps it) and its late penalty on the gradebook's total into nbgrader's
+    gradebook (``Assignment.duedate``, ``SubmittedAssignment.timestamp``,
+    ``SubmittedNotebook.late_submission_penalty``), so that ``nbgrader export`` and
+    formgrader give the totals ``grades.csv`` gives. Students with no submission in the
+    gradebook are skipped. Done on every run: a manual score or a new due date changes the
+    penalty."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(assignment.db_url) as gb:
+        gb.find_assignment(assignment.name).duedate = _gradebook_time(deadline.due)
+        for student, when in submitted_at.items():
+            try:
+                notebook = gb.find_submission_notebook(assignment.notebook, assignment.name, student)
+            except MissingEntry:
+                continue
+            notebook.assignment.timestamp = _gradebook_time(datetime.fromisoformat(when) if when else None)
+            penalty = deadline.lateness(when, notebook.score, assignment.max_score).penalty
+            notebook.late_submission_penalty = penalty or None  # None when on time, as nbgrader's own
+        gb.db.commit()
+
+
+def _gradebook_time(moment: datetime | None) -> datetime | None:
+    """A time as nbgrader's gradebook keeps it: naive, in UTC."""
+    return None if moment is None else moment.astimezone(timezone.utc).replace(tzinfo=None)
 
 
 def final_points(assignment: Assignment, students: list[str]) -> dict[str, dict[str, float]]:

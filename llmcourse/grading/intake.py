@@ -5,7 +5,9 @@ name in it comes from students: a student id is accepted only if it is a plain n
 (``valid_student_id``), and a notebook only if it is a regular file inside its student's
 folder (``untrusted.read_untrusted``: no symlink anywhere on the way, no FIFO, device or
 hard link, at most ``MAX_NOTEBOOK_BYTES``). What is refused is graded 0 with the reason.
-A roster (``read_roster``), the instructor's list of ids, is held to the same rule.
+A roster (``read_roster``), the instructor's list of ids, is held to the same rule. The
+time a submission was handed in (``read_submission_time``) is read from the same folder,
+as warily.
 """
 from __future__ import annotations
 
@@ -13,15 +15,19 @@ import copy
 import csv
 import unicodedata
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import nbformat
 
+from .deadlines import parse_time
 from .records import Assignment, Rejected
-from .untrusted import MissingFile, UntrustedFile, read_untrusted
+from .untrusted import MissingFile, UntrustedFile, read_untrusted, untrusted_mtime
 
 MAX_NOTEBOOK_BYTES = 32 * 2**20  # a notebook with plots is a few MB; more is refused, not read
 MAX_ID_LENGTH = 100
+MAX_TIMESTAMP_BYTES = 200  # nbgrader writes one line of about 32 characters
+TIMESTAMP_FILE = "timestamp.txt"  # nbgrader's exchange writes it beside the submitted notebooks
 ID_PUNCTUATION = "_.-@"
 
 
@@ -112,6 +118,30 @@ def read_submitted_notebook(submitted: Path, student: str, assignment: str, note
         raise Rejected(f"the submitted file was refused: {e}") from None
     except UntrustedFile as e:
         raise Rejected(f"the submitted file was refused: {e}") from None
+
+
+def read_submission_time(submitted: Path, student: str, assignment: str, notebook: str) -> tuple[str, str]:
+    """When ``student`` handed ``assignment`` in: ``(time, note)``, the time ISO 8601 in UTC
+    ("" when none can be known) and a note saying where it came from when not from nbgrader's
+    ``timestamp.txt`` in the submission's folder (as ``nbgrader collect``/``zip_collect``
+    leave it; read with nbgrader's parser, ``deadlines.parse_time``). Without one, or when it
+    cannot be read (a symlink, too large, not a time), the notebook file's modification time.
+
+    Both are the student's or the collector's files: read as any submitted file is
+    (``read_untrusted``, at most ``MAX_TIMESTAMP_BYTES``), and never raises for them."""
+    folder = [student, assignment]
+    try:
+        text = read_untrusted(submitted, [*folder, TIMESTAMP_FILE], MAX_TIMESTAMP_BYTES).decode("utf-8")
+        return parse_time(text).isoformat(), ""
+    except MissingFile:
+        why = f"no {TIMESTAMP_FILE}"
+    except (UntrustedFile, UnicodeDecodeError, ValueError) as e:  # a refused file, not text, not a time
+        why = f"{TIMESTAMP_FILE} unreadable: {printable(str(e), 150)}"
+    try:
+        mtime = untrusted_mtime(submitted, [*folder, f"{notebook}.ipynb"])
+    except UntrustedFile as e:
+        return "", f"{why}, and the notebook's time cannot be read: {printable(str(e), 150)}"
+    return datetime.fromtimestamp(mtime, timezone.utc).isoformat(), f"{why}; used the file's time"
 
 
 def other_notebooks(folder: Path, limit: int = 5) -> list[str]:

@@ -66,6 +66,8 @@ class Report:
     sandbox_note: str = ""
     seconds: float = 0.0
     graded_key: str = ""  # in a class: sha256 of the file graded and the source (grade.graded_key)
+    submitted_at: str = ""  # in a class: when it was handed in, ISO 8601 UTC ("" unknown; intake.read_submission_time)
+    submitted_note: str = ""  # where that time came from, when not from nbgrader's timestamp.txt
 
     @property
     def score(self) -> float:
@@ -81,6 +83,17 @@ class Report:
         self.cells = [CellReport(c.name, 0.0, c.max_score, c.hidden, [f"not graded: {reason}"])
                       for c in assignment.grade_cells]
         return self
+
+
+@dataclass(frozen=True)
+class CanvasColumns:
+    """How the Canvas gradebook import (``results.canvas_csv``) names a student and the
+    assignment: the Canvas column that holds the course's student ids (``SIS Login ID``, ``SIS
+    User ID`` or Canvas's numeric ``ID``), and the assignment's column ("" for the assignment's
+    own name, which Canvas makes a new assignment of; ``Name (12345)`` for an existing one)."""
+
+    id_column: str = "SIS Login ID"
+    assignment_column: str = ""
 
 
 class Rejected(Exception):

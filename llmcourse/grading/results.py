@@ -1,11 +1,14 @@
-"""The class's result files: ``grades.csv`` and ``report.json``, and who may read what grading writes.
+"""The class's result files: ``grades.csv``, ``report.json`` and the LMS exports
+(``canvas.csv``, ``questions.csv``), and who may read what grading writes.
 
 Written by the grading parent only, each file atomically (readers see the old file or the
-new one). ``grades.csv`` and ``report.json`` are written again after every student, so a
-crash part-way leaves the results of everyone graded so far. Both describe the whole class,
+new one). They are written again after every student, so a crash part-way leaves the
+results of everyone graded so far, and all four always agree. All describe the whole class,
 whoever was graded in this run: ``report.json`` keeps every report, which the next run reads
 back (``read_report_json``) to grade only what changed. Points are the gradebook's
 (``final``): a manual score overrides the grader's in a cell, and the total is their sum.
+A late penalty (``deadlines``) is worked out again on every write, from when each submission
+was handed in: it is taken off the total (``final_score``), never off a cell.
 """
 from __future__ import annotations
 
@@ -18,10 +21,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..files import atomic_write_bytes
-from .intake import printable
-from .records import Assignment, CellReport, Report
+from .deadlines import Deadline, Lateness
+from .intake import printable, student_id_problem
+from .records import Assignment, CanvasColumns, CellReport, Report
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+CANVAS_STUDENT_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,40 +67,106 @@ def cell_points(assignment: Assignment, report: Report, final: dict[str, dict[st
 
 
 def write_results(assignment: Assignment, reports: list[Report], final: dict[str, dict[str, float]], out: Path,
-                  permissions: Permissions) -> list[dict]:
-    """Write ``out/grades.csv`` and ``out/report.json`` of the whole class; returns the
-    statistics per grade cell written in the report (``question_stats``)."""
+                  permissions: Permissions, deadline: Deadline = Deadline(),
+                  canvas: CanvasColumns = CanvasColumns()) -> list[dict]:
+    """Write ``out/grades.csv``, ``out/report.json``, ``out/canvas.csv`` and
+    ``out/questions.csv`` of the whole class, late penalties worked out against ``deadline``;
+    returns the statistics per grade cell written in the report (``question_stats``)."""
     reports = sorted(reports, key=lambda r: r.student)
     points = {r.student: cell_points(assignment, r, final) for r in reports}
+    late = {r.student: deadline.lateness(r.submitted_at, sum(points[r.student].values()), assignment.max_score)
+            for r in reports}
     stats = question_stats(assignment, reports, points)
-    write_output(out / "grades.csv", grades_csv(assignment, reports, points), permissions)
-    write_output(out / "report.json", report_json(assignment, reports, points, stats), permissions)
+    write_output(out / "grades.csv", grades_csv(assignment, reports, points, late), permissions)
+    write_output(out / "report.json", report_json(assignment, reports, points, late, stats, deadline), permissions)
+    write_output(out / "canvas.csv", canvas_csv(assignment, reports, points, late, canvas), permissions)
+    write_output(out / "questions.csv", questions_csv(assignment, reports, points), permissions)
     return stats
 
 
-def grades_csv(assignment: Assignment, reports: list[Report], points: dict[str, dict[str, float]]) -> bytes:
-    """One row per student: the points of every grade cell, their total, and how grading ended."""
+def final_score(points: dict[str, float], lateness: Lateness) -> float:
+    """A student's total after the late penalty: what the gradebook of the LMS gets."""
+    return sum(points.values()) - lateness.penalty
+
+
+def late_columns(lateness: Lateness) -> list[str]:
+    """``late`` (yes, no, or "" with no due date or no time known) and ``hours_late``."""
+    if lateness.late is None:
+        return ["", ""]
+    return ["yes" if lateness.late else "no", f"{round(lateness.hours_late, 2):g}"]
+
+
+def grades_csv(assignment: Assignment, reports: list[Report], points: dict[str, dict[str, float]],
+               late: dict[str, Lateness]) -> bytes:
+    """One row per student: the points of every grade cell, their total, the late penalty and
+    the total after it, how grading ended, and when the submission was handed in."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     cells = [c.name for c in assignment.grade_cells]
-    writer.writerow(["student", "assignment", *cells, "score", "max_score", "status", "reason", "sandbox"])
+    writer.writerow(["student", "assignment", *cells, "score", "max_score", "late_penalty", "final_score", "status",
+                     "reason", "sandbox", "submitted_at", "late", "hours_late"])
     for report in reports:
-        mine = points[report.student]
+        mine, lateness = points[report.student], late[report.student]
         writer.writerow([csv_cell(report.student), assignment.name, *(f"{mine[c]:g}" for c in cells),
-                         f"{sum(mine.values()):g}", f"{assignment.max_score:g}", report.status,
-                         csv_cell(report.reason), sandbox_column(report)])
+                         f"{sum(mine.values()):g}", f"{assignment.max_score:g}", f"{lateness.penalty:g}",
+                         f"{final_score(mine, lateness):g}", report.status, csv_cell(report.reason),
+                         sandbox_column(report), report.submitted_at, *late_columns(lateness)])
     return buffer.getvalue().encode()
 
 
 def report_json(assignment: Assignment, reports: list[Report], points: dict[str, dict[str, float]],
-                stats: list[dict]) -> bytes:
+                late: dict[str, Lateness], stats: list[dict], deadline: Deadline) -> bytes:
     """Every report, whole (``dataclasses.asdict``), with the gradebook's points, total and
-    maximum beside it, and the class's statistics per grade cell (``question_stats``)."""
+    maximum beside it, how late it was and the total after the late penalty; the due date,
+    the late policy, and the class's statistics per grade cell (``question_stats``)."""
     students = [{**asdict(r), "points": points[r.student], "total": sum(points[r.student].values()),
-                 "max_score": assignment.max_score} for r in reports]
+                 "max_score": assignment.max_score, "late": late[r.student].late,
+                 "hours_late": late[r.student].hours_late, "late_penalty": late[r.student].penalty,
+                 "final_total": final_score(points[r.student], late[r.student])} for r in reports]
     return json.dumps({"assignment": assignment.name, "notebook": assignment.notebook,
-                       "max_score": assignment.max_score, "students": students,
+                       "max_score": assignment.max_score,
+                       "due": deadline.due.isoformat() if deadline.due else None,
+                       "late_policy": str(deadline.policy), "students": students,
                        "questions": stats}, indent=1).encode()
+
+
+def canvas_csv(assignment: Assignment, reports: list[Report], points: dict[str, dict[str, float]],
+               late: dict[str, Lateness], canvas: CanvasColumns) -> bytes:
+    """The class's scores as Canvas's gradebook import reads them: the five student columns
+    (Canvas finds a student by ``ID``, then ``SIS User ID``, then ``SIS Login ID``; the
+    course's id goes into ``canvas.id_column``), one column for the assignment, a ``Points
+    Possible`` row, then each student's total after the late penalty (0 for one with no
+    submission, as in ``grades.csv``). A submission not graded yet (``pending``) has no row,
+    so Canvas keeps what it has; nor has a folder whose name could be no student's (refused
+    as a student id)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*CANVAS_STUDENT_COLUMNS, csv_cell(canvas.assignment_column or assignment.name)])
+    writer.writerow(["    Points Possible", *[""] * (len(CANVAS_STUDENT_COLUMNS) - 1), f"{assignment.max_score:g}"])
+    where = CANVAS_STUDENT_COLUMNS.index(canvas.id_column)
+    for report in reports:
+        if report.status == "pending" or student_id_problem(report.student):
+            continue
+        row = [csv_cell(report.student), "", "", "", ""]
+        row[where] = csv_cell(report.student)
+        writer.writerow([*row, f"{final_score(points[report.student], late[report.student]):g}"])
+    return buffer.getvalue().encode()
+
+
+def questions_csv(assignment: Assignment, reports: list[Report], points: dict[str, dict[str, float]]) -> bytes:
+    """One row per student and grade cell, for an LMS or a spreadsheet that takes scores per
+    question: the gradebook's points, the maximum, how grading ended, and below full marks
+    why (``failure_line``, which may quote the submission)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["student", "assignment", "grade_id", "points", "max_points", "status", "failure"])
+    for report in reports:
+        for cell in assignment.grade_cells:
+            got = points[report.student][cell.name]
+            failure = failure_line(report, cell.name) if got < cell.max_score else ""
+            writer.writerow([csv_cell(report.student), assignment.name, cell.name, f"{got:g}",
+                             f"{cell.max_score:g}", report.status, csv_cell(failure)])
+    return buffer.getvalue().encode()
 
 
 def question_stats(assignment: Assignment, reports: list[Report], points: dict[str, dict[str, float]]) -> list[dict]:

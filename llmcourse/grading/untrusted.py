@@ -39,30 +39,7 @@ def read_untrusted(folder: str | os.PathLike, parts: str | Sequence[str], max_by
     not: each must be a plain name (no ``/``, not ``.`` or ``..``), every folder a real
     folder and the last a regular file of at most ``max_bytes``, none of them a symlink.
     """
-    names = [parts] if isinstance(parts, str) else list(parts)
-    shown = "/".join(names)
-    for name in names:
-        if not name or name in (".", "..") or "/" in name or "\0" in name:
-            raise UntrustedFile(f"{shown!r}: {name!r} is not a plain file name")
-    fd = os.open(folder, _DIR_FLAGS)
-    try:
-        for name in names[:-1]:
-            try:
-                next_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                raise MissingFile(f"{shown}: there is no {name}") from None
-            except OSError:
-                raise UntrustedFile(f"{shown}: {name} is not a folder (a symlink or a file?)") from None
-            os.close(fd)
-            fd = next_fd
-        try:
-            file_fd = os.open(names[-1], _FILE_FLAGS, dir_fd=fd)
-        except FileNotFoundError:
-            raise MissingFile(f"{shown} does not exist") from None
-        except OSError as e:  # ELOOP: a symlink
-            raise UntrustedFile(f"{shown} cannot be opened as a plain file (a symlink?): {e.strerror}") from None
-    finally:
-        os.close(fd)
+    file_fd, shown = _open_untrusted(folder, parts)
     try:
         info = os.fstat(file_fd)
         if not stat.S_ISREG(info.st_mode):
@@ -82,6 +59,48 @@ def read_untrusted(folder: str | os.PathLike, parts: str | Sequence[str], max_by
     if len(data) > max_bytes:
         raise UntrustedFile(f"{shown} grew past {_size(max_bytes)} while it was read")
     return data
+
+
+def untrusted_mtime(folder: str | os.PathLike, parts: str | Sequence[str]) -> float:
+    """When the regular file ``folder/parts...`` was last modified (seconds since the epoch),
+    found as ``read_untrusted`` finds a file (nothing followed), or ``UntrustedFile``."""
+    file_fd, shown = _open_untrusted(folder, parts)
+    try:
+        info = os.fstat(file_fd)
+    finally:
+        os.close(file_fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise UntrustedFile(f"{shown} is not a regular file (a FIFO, a device or a folder)")
+    return info.st_mtime
+
+
+def _open_untrusted(folder: str | os.PathLike, parts: str | Sequence[str]) -> tuple[int, str]:
+    """A descriptor of ``folder/parts...`` opened without following a symlink or blocking,
+    and the path as messages show it; the caller checks what it is and closes it."""
+    names = [parts] if isinstance(parts, str) else list(parts)
+    shown = "/".join(names)
+    for name in names:
+        if not name or name in (".", "..") or "/" in name or "\0" in name:
+            raise UntrustedFile(f"{shown!r}: {name!r} is not a plain file name")
+    fd = os.open(folder, _DIR_FLAGS)
+    try:
+        for name in names[:-1]:
+            try:
+                next_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                raise MissingFile(f"{shown}: there is no {name}") from None
+            except OSError:
+                raise UntrustedFile(f"{shown}: {name} is not a folder (a symlink or a file?)") from None
+            os.close(fd)
+            fd = next_fd
+        try:
+            return os.open(names[-1], _FILE_FLAGS, dir_fd=fd), shown
+        except FileNotFoundError:
+            raise MissingFile(f"{shown} does not exist") from None
+        except OSError as e:  # ELOOP: a symlink
+            raise UntrustedFile(f"{shown} cannot be opened as a plain file (a symlink?): {e.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def untrusted_path(path: str | os.PathLike) -> tuple[Path, str]:
