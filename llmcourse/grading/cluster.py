@@ -98,29 +98,37 @@ def _run(client, fn: Callable, jobs: list, timeout_s: float, send: Callable) -> 
     waiting = list(enumerate(jobs))[::-1]
     running: dict = {}  # future -> (index, deadline)
     run = uuid.uuid4().hex[:8]  # keys unique on a scheduler other clients share
+
+    def fill(slots: int) -> None:
+        """Send waiting jobs until ``slots`` are in flight."""
+        while waiting and len(running) < slots:
+            index, job = waiting.pop()
+            future = client.submit(fn, send(job), key=f"{fn.__name__}-{run}-{index}", pure=False)
+            running[future] = (index, time.monotonic() + timeout_s)
+
     try:
         while waiting or running:
             slots = max(1, sum(client.nthreads().values()))
-            while waiting and len(running) < slots:
-                index, job = waiting.pop()
-                future = client.submit(fn, send(job), key=f"{fn.__name__}-{run}-{index}", pure=False)
-                running[future] = (index, time.monotonic() + timeout_s)
+            fill(slots)
             first_deadline = min(deadline for _, deadline in running.values())
             try:
                 done = distributed.wait(list(running), timeout=max(first_deadline - time.monotonic(), 0.01),
                                         return_when="FIRST_COMPLETED").done
             except TimeoutError:
                 done = set()
+            finished = []
             for future in done:
                 if future.status in ("lost", "pending"):  # its worker died with the result: run again
                     continue
                 index, _ = running.pop(future)
-                yield (index, *_outcome(future))
+                finished.append((index, *_outcome(future)))
             for future, (index, deadline) in list(running.items()):
                 if not future.done() and time.monotonic() >= deadline:  # a done one is yielded next
                     _cancel(client, future)
                     del running[future]
-                    yield index, False, f"grading took longer than {timeout_s:g} s: cancelled"
+                    finished.append((index, False, f"grading took longer than {timeout_s:g} s: cancelled"))
+            fill(slots)  # the next jobs first: the workers grade them while the client records these
+            yield from finished
     finally:
         for future in running:
             future.cancel()

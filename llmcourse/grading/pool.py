@@ -106,12 +106,13 @@ def run_jobs(fn: Callable, jobs: list, workers: int, timeout_s: float) -> Iterat
                     continue
                 else:
                     worker.job = None
-                    yield message
-                if waiting:
+                if waiting:  # the next job first: the worker grades it while the parent records this one
                     worker.give(*waiting.pop())
                 else:
                     worker.stop()
                     running.remove(worker)
+                if isinstance(message, tuple):
+                    yield message
     finally:
         for worker in running:
             worker.stop(kill=True)
