@@ -122,9 +122,10 @@ class TrainConfig:
 
 def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
     """The dtype the forward pass computes in. "auto": bf16 on GPUs that have it, else
-    fp16 (with a GradScaler, since fp16 gradients underflow); fp32 on the CPU, where
-    exact results matter more than speed (bf16 autocast is there to ask for).
-    The weights themselves stay fp32 either way."""
+    fp16 (with a GradScaler, since fp16 gradients underflow); fp32 on the CPU: on CPUs
+    without bf16 matrix units (AVX512-BF16, AMX) bf16 autocast is several times slower
+    (``benchmarks/bench_train.py --compare-dtypes``), and on those with them it is not
+    measured yet (bf16 autocast is there to ask for). The weights stay fp32 either way."""
     if config.dtype == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
