@@ -3,13 +3,14 @@ GPT2LMHeadModel (sdpa), nanoGPT's ``model.py`` and the from-scratch book's ``GPT
 
     .venv/bin/python benchmarks/bench_model.py                              # both sizes, CPU fp32, 2 threads
     .venv/bin/python benchmarks/bench_model.py --nanogpt ~/src/nanoGPT/model.py   # with nanoGPT
-    .venv/bin/pip install --no-deps llms-from-scratch==1.0.19               # with the book's models
+    .venv/bin/pip install --no-deps --target ../peers llms-from-scratch==1.0.19   # the book's models...
+    PYTHONPATH=../peers .venv/bin/python benchmarks/bench_model.py          # ...beside the others
     .venv/bin/python benchmarks/bench_model.py --device cuda --dtype bf16 --compile
 
 Peers are optional: nanoGPT is read from a clone of its repository (``--nanogpt``, the
 path of its ``model.py``; its source is not part of this project), the book's models come
-from its PyPI package ``llms-from-scratch`` (install it without dependencies: ch04 and
-kv_cache need only torch). transformers comes with the test requirements.
+from its PyPI package ``llms-from-scratch`` (installed into a folder of its own, without its
+dependencies, which ch04 does not need and which would not fit the course's pins). transformers comes with the test requirements.
 
 The same work on every side: the same shapes (GPT-2's 50,257-token vocabulary, biases in
 every linear layer and layer norm, dropout 0), random weights, fp32 unless ``--dtype``,

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "llmcourse"
 SITE = Path(sysconfig.get_paths()["purelib"])
 # Where an import's top-level name differs from the distribution that provides it.
-DISTRIBUTION = {"yaml": "pyyaml", "PIL": "pillow", "sklearn": "scikit-learn"}
+DISTRIBUTION = {"yaml": "pyyaml", "PIL": "pillow", "sklearn": "scikit-learn", "dateutil": "python-dateutil"}
 
 
 def third_party_imports(files) -> set[str]:
@@ -51,13 +51,16 @@ def project_table() -> dict:
 def test_the_library_and_the_grader_declare_what_they_import():
     project = project_table()
     library = [p for p in PACKAGE.rglob("*.py") if "grading" not in p.relative_to(PACKAGE).parts]
-    grading = list((PACKAGE / "grading").rglob("*.py"))
+    cluster = [PACKAGE / "grading" / "cluster.py"]
+    grading = [p for p in (PACKAGE / "grading").rglob("*.py") if p not in cluster]
     declared = requirement_names(project["dependencies"])
     missing = third_party_imports(library) - declared
     assert not missing, f"the library imports {sorted(missing)}, not in pyproject's dependencies"
     extra = declared | requirement_names(project["optional-dependencies"]["grading"])
     missing = third_party_imports(grading) - extra
     assert not missing, f"the grader imports {sorted(missing)}, in neither dependencies nor the grading extra"
+    missing = third_party_imports(cluster) - extra - requirement_names(project["optional-dependencies"]["cluster"])
+    assert not missing, f"grading on a cluster imports {sorted(missing)}, not in the grading or cluster extras"
 
 
 def fresh_venv(folder: Path) -> Path:
