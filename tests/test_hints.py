@@ -342,14 +342,15 @@ def test_the_grader_sees_inputs_changed_in_the_answer_runner():
     """The same in the sandbox: the runner sends the arguments back, the parent compares them."""
     from llmcourse.grading.records import CheckCall, Report
     from llmcourse.grading.sandbox import Limits
-    from llmcourse.grading.scoring import run_answers
+    from llmcourse.grading.scoring import AnswerRunner
 
     given = {"id": "imports", "source": "import torch", "solution": False}
     calls = [CheckCall("ch2.merge_pair", "hidden"), CheckCall("ch4.adamw_step", "visible")]
     for (merge, adamw), passed in (((MERGE_IN_PLACE, ADAMW_IN_PLACE), False), ((MERGE_COPY, ADAMW_COPY), True)):
         cells = [given, {"id": "merge", "source": merge, "solution": True},
                  {"id": "adamw", "source": adamw, "solution": True}]
-        results = run_answers(cells, calls, Limits(wall_s=120, cell_s=20), Report("s", "chX", "chX"))
+        with AnswerRunner(Limits(wall_s=120, cell_s=20)) as runner:
+            results = runner.run(cells, calls, Report("s", "chX", "chX"))
         for call, res in results.items():
             assert res.passed is passed, res.message
             if not passed:
@@ -380,12 +381,13 @@ def test_a_call_that_raised_is_not_said_to_have_changed_its_inputs():
     """The runner sends arguments back only for a call that returned: one that raised is reported as raised."""
     from llmcourse.grading.records import CheckCall, Report
     from llmcourse.grading.sandbox import Limits
-    from llmcourse.grading.scoring import run_answers
+    from llmcourse.grading.scoring import AnswerRunner
 
     cells = [{"id": "imports", "source": "import torch", "solution": False},
              {"id": "merge", "source": "def merge_pair(ids, pair, new_id):\n    raise ValueError('not yet')",
               "solution": True}]
     call = CheckCall("ch2.merge_pair", "visible")
-    res = run_answers(cells, [call], Limits(wall_s=120, cell_s=20), Report("s", "chX", "chX"))[call]
+    with AnswerRunner(Limits(wall_s=120, cell_s=20)) as runner:
+        res = runner.run(cells, [call], Report("s", "chX", "chX"))[call]
     assert not res.passed and "raised ValueError: not yet" in res.message and "in place" not in res.message, \
         res.message

@@ -84,6 +84,13 @@ def write_results(assignment: Assignment, reports: list[Report], final: dict[str
     return stats
 
 
+def csv_bytes(rows: list[list[str]]) -> bytes:
+    """``rows`` as a CSV file's bytes (Unix line ends), as every result file here is written."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue().encode()
+
+
 def final_score(points: dict[str, float], lateness: Lateness) -> float:
     """A student's total after the late penalty: what the gradebook of the LMS gets."""
     return sum(points.values()) - lateness.penalty
@@ -100,18 +107,16 @@ def grades_csv(assignment: Assignment, reports: list[Report], points: dict[str, 
                late: dict[str, Lateness]) -> bytes:
     """One row per student: the points of every grade cell, their total, the late penalty and
     the total after it, how grading ended, and when the submission was handed in."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
     cells = [c.name for c in assignment.grade_cells]
-    writer.writerow(["student", "assignment", *cells, "score", "max_score", "late_penalty", "final_score", "status",
-                     "reason", "sandbox", "submitted_at", "late", "hours_late"])
+    rows = [["student", "assignment", *cells, "score", "max_score", "late_penalty", "final_score", "status",
+             "reason", "sandbox", "submitted_at", "late", "hours_late"]]
     for report in reports:
         mine, lateness = points[report.student], late[report.student]
-        writer.writerow([csv_cell(report.student), assignment.name, *(f"{mine[c]:g}" for c in cells),
-                         f"{sum(mine.values()):g}", f"{assignment.max_score:g}", f"{lateness.penalty:g}",
-                         f"{final_score(mine, lateness):g}", report.status, csv_cell(report.reason),
-                         sandbox_column(report), report.submitted_at, *late_columns(lateness)])
-    return buffer.getvalue().encode()
+        rows.append([csv_cell(report.student), assignment.name, *(f"{mine[c]:g}" for c in cells),
+                     f"{sum(mine.values()):g}", f"{assignment.max_score:g}", f"{lateness.penalty:g}",
+                     f"{final_score(mine, lateness):g}", report.status, csv_cell(report.reason),
+                     sandbox_column(report), report.submitted_at, *late_columns(lateness)])
+    return csv_bytes(rows)
 
 
 def report_json(assignment: Assignment, reports: list[Report], points: dict[str, dict[str, float]],
@@ -139,34 +144,30 @@ def canvas_csv(assignment: Assignment, reports: list[Report], points: dict[str, 
     submission, as in ``grades.csv``). A submission not graded yet (``pending``) has no row,
     so Canvas keeps what it has; nor has a folder whose name could be no student's (refused
     as a student id)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*CANVAS_STUDENT_COLUMNS, csv_cell(canvas.assignment_column or assignment.name)])
-    writer.writerow(["    Points Possible", *[""] * (len(CANVAS_STUDENT_COLUMNS) - 1), f"{assignment.max_score:g}"])
+    rows = [[*CANVAS_STUDENT_COLUMNS, csv_cell(canvas.assignment_column or assignment.name)],
+            ["    Points Possible", *[""] * (len(CANVAS_STUDENT_COLUMNS) - 1), f"{assignment.max_score:g}"]]
     where = CANVAS_STUDENT_COLUMNS.index(canvas.id_column)
     for report in reports:
         if report.status == "pending" or student_id_problem(report.student):
             continue
         row = [csv_cell(report.student), "", "", "", ""]
         row[where] = csv_cell(report.student)
-        writer.writerow([*row, f"{final_score(points[report.student], late[report.student]):g}"])
-    return buffer.getvalue().encode()
+        rows.append([*row, f"{final_score(points[report.student], late[report.student]):g}"])
+    return csv_bytes(rows)
 
 
 def questions_csv(assignment: Assignment, reports: list[Report], points: dict[str, dict[str, float]]) -> bytes:
     """One row per student and grade cell, for an LMS or a spreadsheet that takes scores per
     question: the gradebook's points, the maximum, how grading ended, and below full marks
     why (``failure_line``, which may quote the submission)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["student", "assignment", "grade_id", "points", "max_points", "status", "failure"])
+    rows = [["student", "assignment", "grade_id", "points", "max_points", "status", "failure"]]
     for report in reports:
         for cell in assignment.grade_cells:
             got = points[report.student][cell.name]
             failure = failure_line(report, cell.name) if got < cell.max_score else ""
-            writer.writerow([csv_cell(report.student), assignment.name, cell.name, f"{got:g}",
-                             f"{cell.max_score:g}", report.status, csv_cell(failure)])
-    return buffer.getvalue().encode()
+            rows.append([csv_cell(report.student), assignment.name, cell.name, f"{got:g}",
+                         f"{cell.max_score:g}", report.status, csv_cell(failure)])
+    return csv_bytes(rows)
 
 
 def question_stats(assignment: Assignment, reports: list[Report], points: dict[str, dict[str, float]]) -> list[dict]:

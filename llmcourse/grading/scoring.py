@@ -153,12 +153,6 @@ class AnswerRunner:
         return results
 
 
-def run_answers(cells: list[dict], calls: list[CheckCall], limits: Limits, report: Report) -> dict:
-    """Run ``cells`` in a new answer runner and judge every check call: {CheckCall: CheckResult}."""
-    with AnswerRunner(limits) as runner:
-        return runner.run(cells, calls, report)
-
-
 def note_failing_helpers(results: dict, checks: dict, refs: dict[str, set[str]]) -> None:
     """A failed check whose function calls another graded function of the notebook that
     fails its own check says so: that one is the likely cause, to fix first."""

@@ -39,11 +39,8 @@ def read_untrusted(folder: str | os.PathLike, parts: str | Sequence[str], max_by
     not: each must be a plain name (no ``/``, not ``.`` or ``..``), every folder a real
     folder and the last a regular file of at most ``max_bytes``, none of them a symlink.
     """
-    file_fd, shown = _open_untrusted(folder, parts)
+    file_fd, shown, info = _open_untrusted(folder, parts)
     try:
-        info = os.fstat(file_fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UntrustedFile(f"{shown} is not a regular file (a FIFO, a device or a folder)")
         if info.st_nlink != 1:
             raise UntrustedFile(f"{shown} is a hard link ({info.st_nlink} names for one file)")
         if info.st_size > max_bytes:
@@ -64,19 +61,14 @@ def read_untrusted(folder: str | os.PathLike, parts: str | Sequence[str], max_by
 def untrusted_mtime(folder: str | os.PathLike, parts: str | Sequence[str]) -> float:
     """When the regular file ``folder/parts...`` was last modified (seconds since the epoch),
     found as ``read_untrusted`` finds a file (nothing followed), or ``UntrustedFile``."""
-    file_fd, shown = _open_untrusted(folder, parts)
-    try:
-        info = os.fstat(file_fd)
-    finally:
-        os.close(file_fd)
-    if not stat.S_ISREG(info.st_mode):
-        raise UntrustedFile(f"{shown} is not a regular file (a FIFO, a device or a folder)")
+    file_fd, _, info = _open_untrusted(folder, parts)
+    os.close(file_fd)
     return info.st_mtime
 
 
-def _open_untrusted(folder: str | os.PathLike, parts: str | Sequence[str]) -> tuple[int, str]:
-    """A descriptor of ``folder/parts...`` opened without following a symlink or blocking,
-    and the path as messages show it; the caller checks what it is and closes it."""
+def _open_untrusted(folder: str | os.PathLike, parts: str | Sequence[str]) -> tuple[int, str, os.stat_result]:
+    """A descriptor of the regular file ``folder/parts...`` opened without following a symlink
+    or blocking, the path as messages show it, and its ``fstat``; the caller closes it."""
     names = [parts] if isinstance(parts, str) else list(parts)
     shown = "/".join(names)
     for name in names:
@@ -94,13 +86,21 @@ def _open_untrusted(folder: str | os.PathLike, parts: str | Sequence[str]) -> tu
             os.close(fd)
             fd = next_fd
         try:
-            return os.open(names[-1], _FILE_FLAGS, dir_fd=fd), shown
+            file_fd = os.open(names[-1], _FILE_FLAGS, dir_fd=fd)
         except FileNotFoundError:
             raise MissingFile(f"{shown} does not exist") from None
         except OSError as e:  # ELOOP: a symlink
             raise UntrustedFile(f"{shown} cannot be opened as a plain file (a symlink?): {e.strerror}") from None
     finally:
         os.close(fd)
+    try:
+        info = os.fstat(file_fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UntrustedFile(f"{shown} is not a regular file (a FIFO, a device or a folder)")
+    except BaseException:
+        os.close(file_fd)
+        raise
+    return file_fd, shown, info
 
 
 def untrusted_path(path: str | os.PathLike) -> tuple[Path, str]:
